@@ -1,0 +1,1 @@
+"""Alembic migrations for every table; run with `cti db upgrade` (idempotent)."""

@@ -1,0 +1,8 @@
+"""Import every context's models so Base.metadata is complete (Alembic and tests use it)."""
+
+from crm_core.comms import models as comms_models
+from crm_core.db import Base
+from crm_core.members import models as members_models
+from crm_core.security import models as security_models
+
+__all__ = ["Base", "comms_models", "members_models", "security_models"]

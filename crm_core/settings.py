@@ -1,0 +1,39 @@
+"""One typed settings object, loaded once from env / .env, prefixed CTI_."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Product settings; every secret comes from the environment or .env, never from code."""
+
+    model_config = SettingsConfigDict(env_prefix="CTI_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./member-cti.db"
+    database_echo: bool = False
+    timezone: str = "Asia/Shanghai"
+    phone_region: str = "CN"
+    # Member numbers and card numbers: prefix + zero-padded serial (seed 004: 卡号前缀 + 流水号位数).
+    member_no_prefix: str = "M"
+    member_no_digits: int = Field(default=8, ge=4, le=16)
+    card_no_prefix: str = "8800"
+    card_no_digits: int = Field(default=8, ge=4, le=16)
+    # Members must be this old to join (seed 001: full civil capacity, no under-18s).
+    min_member_age: int = 18
+
+    ami_host: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_user: str = "cti"
+    ami_secret: str = ""
+
+    recordings_dir: str = "./var/recordings"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings are read once per process; tests build their own Settings instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Telephony side of member-cti: AMI engine, call tracking, agents, dialer, callbacks."""

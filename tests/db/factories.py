@@ -1,0 +1,43 @@
+"""Small builders for DB tests: users with roles in an org tree, and members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_core.db import transaction
+from crm_core.members import service as members
+from crm_core.members.schemas import MemberIn
+from crm_core.security import service as security
+from crm_core.security.policy import SYSTEM, Principal, Role
+from crm_core.settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+async def org_tree(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """300 电话中心 → 310 team A, 320 team B (codes as in seed 003)."""
+    async with transaction(sessions) as session:
+        await security.add_org_unit(session, "300", "电话中心")
+        await security.add_org_unit(session, "310", "一组", parent_code="300", kind="team")
+        await security.add_org_unit(session, "320", "二组", parent_code="300", kind="team")
+
+
+async def principal(
+    sessions: async_sessionmaker[AsyncSession], username: str, role: Role, org_unit: str | None = None
+) -> Principal:
+    async with transaction(sessions) as session:
+        user = await security.add_user(session, username, PASSWORD, role, org_unit_code=org_unit)
+        return await security.principal_for(session, user)
+
+
+async def member(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    who: Principal = SYSTEM,
+    **fields: Any,
+) -> members.JoinResult:
+    data = MemberIn(**({"name": "张伟", "mobile": "13800138000"} | fields))
+    async with transaction(sessions) as session:
+        return await members.join(session, who, data, settings)
