@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -96,6 +97,18 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(session_or_dialect: AsyncSession | str, table: Any) -> Any:
+    """The dialect's INSERT (with ON CONFLICT support) for `table`; both engines speak the same clause."""
+    name = (
+        session_or_dialect if isinstance(session_or_dialect, str) else session_or_dialect.get_bind().dialect.name
+    )
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"unsupported database dialect {name!r}")
 
 
 @asynccontextmanager

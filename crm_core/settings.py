@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     ami_secret: str = ""
 
     recordings_dir: str = "./var/recordings"
+    pbx_name: str = "default"  # ids from Asterisk are unique per PBX only
+
+    # Missed-call callbacks: due within N business hours; closed as unreachable after N attempts.
+    callback_sla_business_hours: float = Field(default=2.0, gt=0)
+    callback_max_attempts: int = Field(default=3, ge=1)
+    callback_retry_minutes: int = Field(default=30, ge=1)
 
 
 @lru_cache(maxsize=1)

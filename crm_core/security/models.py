@@ -39,6 +39,8 @@ class User(Base):
     org_unit_id: Mapped[int | None] = mapped_column(ForeignKey("org_units.id"), index=True)
     # Optional per-user override of the role's default data scope.
     data_scope: Mapped[str | None] = mapped_column(String(32))
+    # The agent's softphone / SIP endpoint (e.g. "agent1001", "webrtc2001"): how AMI events find the user.
+    agent_endpoint: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -10,6 +11,8 @@ from crm_core.db import transaction
 from crm_core.members import service as members
 from crm_core.members.schemas import MemberIn
 from crm_core.security import service as security
+from crm_core.security.models import User
+from crm_core.security.passwords import hash_password_sync
 from crm_core.security.policy import SYSTEM, Principal, Role
 from crm_core.settings import Settings
 
@@ -24,11 +27,31 @@ async def org_tree(sessions: async_sessionmaker[AsyncSession]) -> None:
         await security.add_org_unit(session, "320", "二组", parent_code="300", kind="team")
 
 
+@lru_cache(maxsize=1)
+def password_hash() -> str:
+    """argon2 costs ~0.1 s a hash by design; tests that make dozens of users share one."""
+    return hash_password_sync(PASSWORD)
+
+
 async def principal(
-    sessions: async_sessionmaker[AsyncSession], username: str, role: Role, org_unit: str | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    username: str,
+    role: Role,
+    org_unit: str | None = None,
+    agent_endpoint: str | None = None,
 ) -> Principal:
     async with transaction(sessions) as session:
-        user = await security.add_user(session, username, PASSWORD, role, org_unit_code=org_unit)
+        unit = await security.org_unit_by_code(session, org_unit) if org_unit else None
+        user = User(
+            username=username,
+            display_name=username,
+            password_hash=password_hash(),
+            role=role.value,
+            org_unit_id=unit.id if unit else None,
+            agent_endpoint=agent_endpoint,
+        )
+        session.add(user)
+        await session.flush()
         return await security.principal_for(session, user)
 
 

@@ -49,8 +49,14 @@ async def test_records_carry_the_seed_fields_and_follow_their_status_flow(
 
 @pytest.mark.parametrize(
     "fields",
-    [{"direction": "sideways"}, {"category": "praise"}, {"urgency": "critical"}, {"summary": ""},
-     {"phone": "garbage"}, {"unknown": 1}],
+    [
+        {"direction": "sideways"},
+        {"category": "praise"},
+        {"urgency": "critical"},
+        {"summary": ""},
+        {"phone": "garbage"},
+        {"unknown": 1},
+    ],
 )
 def test_invalid_records_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
@@ -90,7 +96,8 @@ async def test_not_contacted_in_n_days_lists_only_the_quiet_active_members(
 
 
 async def test_passwords_are_argon2_and_repeated_failures_lock_the_account(sessions: Sessions) -> None:
-    await factories.principal(sessions, "agent1", Role.AGENT)
+    async with transaction(sessions) as session:
+        await security.add_user(session, "agent1", factories.PASSWORD, Role.AGENT)
     async with sessions() as session:
         stored = (await session.execute(select(User.password_hash))).scalar_one()
     assert stored.startswith("$argon2id$") and factories.PASSWORD not in stored
@@ -114,14 +121,17 @@ async def test_passwords_are_argon2_and_repeated_failures_lock_the_account(sessi
 
 
 async def test_unknown_users_and_duplicates(sessions: Sessions) -> None:
-    await factories.principal(sessions, "agent1", Role.AGENT)
+    async with transaction(sessions) as session:
+        await security.add_user(session, "agent1", factories.PASSWORD, Role.AGENT)
     with pytest.raises(security.UserExists):
-        await factories.principal(sessions, "agent1", Role.AGENT)
+        async with transaction(sessions) as session:
+            await security.add_user(session, "agent1", factories.PASSWORD, Role.AGENT)
     with pytest.raises(security.AuthenticationFailed):
         async with transaction(sessions) as session:
             await security.authenticate(session, "nobody", "whatever!")
     with pytest.raises(security.UnknownOrgUnit):
-        await factories.principal(sessions, "agent9", Role.AGENT, "999")
+        async with transaction(sessions) as session:
+            await security.add_user(session, "agent9", factories.PASSWORD, Role.AGENT, org_unit_code="999")
     with pytest.raises(ValueError, match="at least 8"):
         async with transaction(sessions) as session:
             await security.add_user(session, "short", "1234567", Role.AGENT)
@@ -140,12 +150,20 @@ async def test_data_scopes_own_department_subtree_all(sessions: Sessions, settin
         )
         own_only = await security.principal_for(session, own_user)
         dept_user = await security.add_user(
-            session, "dept", factories.PASSWORD, Role.CRM_STAFF, org_unit_code="310",
+            session,
+            "dept",
+            factories.PASSWORD,
+            Role.CRM_STAFF,
+            org_unit_code="310",
             data_scope=DataScope.DEPARTMENT,
         )
         dept = await security.principal_for(session, dept_user)
         parent_dept_user = await security.add_user(
-            session, "parent_dept", factories.PASSWORD, Role.CRM_STAFF, org_unit_code="300",
+            session,
+            "parent_dept",
+            factories.PASSWORD,
+            Role.CRM_STAFF,
+            org_unit_code="300",
             data_scope=DataScope.DEPARTMENT,
         )
         parent_dept = await security.principal_for(session, parent_dept_user)

@@ -33,15 +33,26 @@ async def _world(sessions: Sessions, settings: Settings) -> dict[str, int]:
         org_id = org.id
     wang = await factories.member(sessions, settings, name="王芳", mobile="13900139000")
     zhang = await factories.member(
-        sessions, settings, name="张伟", mobile="13800138000",
+        sessions,
+        settings,
+        name="张伟",
+        mobile="13800138000",
         contacts=[{"kind": "home", "phone": "010-12345678"}],
     )
     li = await factories.member(
-        sessions, settings, name="李娜", mobile="13700137000",
+        sessions,
+        settings,
+        name="李娜",
+        mobile="13700137000",
         contacts=[{"kind": "contact_person", "phone": "13800138000", "contact_name": "张伟", "relation": "丈夫"}],
     )
     chen = await factories.member(
-        sessions, settings, name="陈静", mobile="13600136000", customer_type="enterprise", organisation_id=org_id,
+        sessions,
+        settings,
+        name="陈静",
+        mobile="13600136000",
+        customer_type="enterprise",
+        organisation_id=org_id,
         contacts=[{"kind": "work", "phone": "010-12345678"}],
     )
     return {"wang": wang.member_id, "zhang": zhang.member_id, "li": li.member_id, "chen": chen.member_id}
@@ -102,14 +113,22 @@ async def test_member_360_has_profile_contacts_card_and_records(sessions: Sessio
     ids = await _world(sessions, settings)
     async with transaction(sessions) as session:
         await members.add_address(
-            session, SYSTEM, ids["zhang"],
+            session,
+            SYSTEM,
+            ids["zhang"],
             AddressIn(province="北京", city="北京", district="东城区", detail="东长安街1号", postcode="100000"),
         )
         for n in range(12):
             await comms.add_record(
-                session, SYSTEM,
-                CommunicationIn(member_id=ids["zhang"], direction="in", category="enquiry", summary=f"咨询{n}",
-                                status="done" if n % 2 else "pending"),
+                session,
+                SYSTEM,
+                CommunicationIn(
+                    member_id=ids["zhang"],
+                    direction="in",
+                    category="enquiry",
+                    summary=f"咨询{n}",
+                    status="done" if n % 2 else "pending",
+                ),
             )
     async with sessions() as session:
         view = await member_360(session, SYSTEM, ids["zhang"])

@@ -56,8 +56,10 @@ def resident_id(birth: str, seq: str = "123") -> str:
         ({"name": "张伟", "id_type": "hk_macau_permit", "id_number": "ABC"}, "hk_macau_permit"),
         ({"name": "张伟", "birthday": "2999-01-01"}, "future"),
         ({"name": "张伟", "contacts": [{"kind": "contact_person", "phone": "13900139000"}]}, "needs a name"),
-        ({"name": "张伟", "addresses": [{"province": "北京", "city": "北京", "detail": "x", "postcode": "1000"}]},
-         "6 digits"),
+        (
+            {"name": "张伟", "addresses": [{"province": "北京", "city": "北京", "detail": "x", "postcode": "1000"}]},
+            "6 digits",
+        ),
     ],
 )
 def test_invalid_member_input_is_refused_with_a_reason(fields: dict[str, object], message: str) -> None:
@@ -243,9 +245,7 @@ async def test_contacts_and_data_scope(sessions: Sessions, settings: Settings) -
     head = await factories.principal(sessions, "head", Role.SUPERVISOR, "300")
     own = await factories.member(sessions, settings, who=staff_a)
     async with transaction(sessions) as session:
-        await members.add_contact(
-            session, staff_a, own.member_id, ContactIn(kind="home", phone="010-12345678")
-        )
+        await members.add_contact(session, staff_a, own.member_id, ContactIn(kind="home", phone="010-12345678"))
         # Team B cannot see team A's member; the head of the parent unit can.
         with pytest.raises(MemberNotFound):
             await members.member_view(session, staff_b, own.member_id)

@@ -60,9 +60,7 @@ async def test_models_and_migrations_agree(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
         async with engine.connect() as conn:
-            diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
-            )
+            diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
     finally:
         await engine.dispose()
     assert diff == []

@@ -43,8 +43,25 @@ def test_normalises_chinese_numbers_in_every_written_form(raw: str, e164: str, k
 
 @pytest.mark.parametrize(
     "raw",
-    ["", "   ", "abc", "12345", "anonymous", "unknown", "<unknown>", "14012345678", "1380013800", "138001380001",
-     "+", "00", "0", "*#06#", "1" * 40, "\x00\xff", "10086"],
+    [
+        "",
+        "   ",
+        "abc",
+        "12345",
+        "anonymous",
+        "unknown",
+        "<unknown>",
+        "14012345678",
+        "1380013800",
+        "138001380001",
+        "+",
+        "00",
+        "0",
+        "*#06#",
+        "1" * 40,
+        "\x00\xff",
+        "10086",
+    ],
 )
 def test_garbage_never_raises_from_normalise(raw: str) -> None:
     assert normalise(raw) is None
@@ -77,9 +94,15 @@ def test_memoised_mobile_fast_path_agrees_with_phonenumbers() -> None:
 
 @pytest.mark.parametrize(
     ("value", "masked"),
-    [("+8613800138000", "138****8000"), ("13800138000", "138****8000"), ("+861012345678", "010****5678"),
-     ("+864008001234", "400***1234"),
-     ("1234", "****"), ("", ""), (None, None)],
+    [
+        ("+8613800138000", "138****8000"),
+        ("13800138000", "138****8000"),
+        ("+861012345678", "010****5678"),
+        ("+864008001234", "400***1234"),
+        ("1234", "****"),
+        ("", ""),
+        (None, None),
+    ],
 )
 def test_masks_the_middle_of_numbers(value: str | None, masked: str | None) -> None:
     assert mask_phone(value) == masked

@@ -1,0 +1,193 @@
+"""Idempotent call-log writes and the reads the CTI side needs (recent calls per member, by id)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_core.calllog.models import AgentStateLog, Call, CallAgent, CallLeg
+from crm_core.calllog.schemas import CallLogEntry
+from crm_core.db import insert_for, utcnow
+from crm_core.phones import normalise
+from crm_core.security.models import User
+
+_CALL_COLUMNS = (
+    "state",
+    "direction",
+    "caller_raw",
+    "caller_e164",
+    "caller_name",
+    "callee_raw",
+    "callee_e164",
+    "dnis",
+    "queue",
+    "member_id",
+    "agent_endpoint",
+    "agent_user_id",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "wait_s",
+    "ring_s",
+    "talk_s",
+    "outcome",
+    "hangup_cause",
+    "recording_file",
+    "cti_call_id",
+    "transfers",
+    "revision",
+    "updated_at",
+)
+
+
+async def _user_ids(session: AsyncSession, endpoints: set[str]) -> dict[str, int]:
+    if not endpoints:
+        return {}
+    rows = await session.execute(select(User.agent_endpoint, User.id).where(User.agent_endpoint.in_(endpoints)))
+    return {endpoint: user_id for endpoint, user_id in rows if endpoint is not None}
+
+
+async def write_call(session: AsyncSession, entry: CallLogEntry) -> int | None:
+    """Upsert the call and replace its agents/legs; returns the call id, or None for a stale snapshot.
+
+    One statement decides: INSERT … ON CONFLICT (pbx, linkedid) DO UPDATE … WHERE stored revision is
+    older. A crash between state changes loses nothing (the next snapshot carries the whole call); a
+    replay or a duplicate changes nothing.
+    """
+    endpoints = {a.agent_endpoint for a in entry.agents}
+    if entry.agent_endpoint:
+        endpoints.add(entry.agent_endpoint)
+    users = await _user_ids(session, endpoints)
+    values: dict[str, Any] = {
+        "pbx": entry.pbx,
+        "linkedid": entry.linkedid,
+        "state": entry.state,
+        "direction": entry.direction,
+        "caller_raw": entry.caller_raw,
+        "caller_e164": normalise(entry.caller_raw),
+        "caller_name": entry.caller_name,
+        "callee_raw": entry.callee_raw,
+        "callee_e164": normalise(entry.callee_raw),
+        "dnis": entry.dnis,
+        "queue": entry.queue,
+        "member_id": entry.member_id,
+        "agent_endpoint": entry.agent_endpoint,
+        "agent_user_id": users.get(entry.agent_endpoint) if entry.agent_endpoint else None,
+        "started_at": entry.started_at,
+        "answered_at": entry.answered_at,
+        "ended_at": entry.ended_at,
+        "wait_s": entry.wait_s,
+        "ring_s": entry.ring_s,
+        "talk_s": entry.talk_s,
+        "outcome": entry.outcome,
+        "hangup_cause": entry.hangup_cause,
+        "recording_file": entry.recording_file,
+        "cti_call_id": entry.cti_call_id,
+        "transfers": entry.transfers,
+        "revision": entry.revision,
+        "updated_at": utcnow(),
+    }
+    stmt = insert_for(session, Call).values(**values)
+    excluded = stmt.excluded
+    updates = {name: getattr(excluded, name) for name in _CALL_COLUMNS}
+    # A later snapshot must not erase what an earlier one learned (the matched member, a recording).
+    for keep in ("member_id", "recording_file", "cti_call_id", "caller_name"):
+        updates[keep] = func.coalesce(getattr(excluded, keep), getattr(Call, keep))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["pbx", "linkedid"],
+        set_=updates,
+        where=Call.revision < excluded.revision,
+    ).returning(Call.id)
+    call_id = (await session.execute(stmt)).scalar_one_or_none()
+    if call_id is None:
+        return None
+    await session.execute(delete(CallAgent).where(CallAgent.call_id == call_id))
+    if entry.agents:
+        await session.execute(
+            insert_for(session, CallAgent),
+            [
+                {
+                    "call_id": call_id,
+                    "seq": seq,
+                    "agent_endpoint": offer.agent_endpoint,
+                    "agent_user_id": users.get(offer.agent_endpoint),
+                    "rang_at": offer.rang_at,
+                    "ring_s": offer.ring_s,
+                    "answered": offer.answered,
+                    "via": offer.via,
+                }
+                for seq, offer in enumerate(entry.agents)
+            ],
+        )
+    await session.execute(delete(CallLeg).where(CallLeg.call_id == call_id))
+    if entry.legs:
+        await session.execute(
+            insert_for(session, CallLeg),
+            [
+                {
+                    "call_id": call_id,
+                    "uniqueid": leg.uniqueid,
+                    "channel": leg.channel,
+                    "role": leg.role,
+                    "started_at": leg.started_at,
+                    "answered_at": leg.answered_at,
+                    "ended_at": leg.ended_at,
+                    "hangup_cause": leg.hangup_cause,
+                }
+                for leg in entry.legs
+            ],
+        )
+    return int(call_id)
+
+
+async def set_wrapup(
+    session: AsyncSession, linkedid: str, *, disposition: str | None, wrapup_s: float | None, pbx: str = "default"
+) -> bool:
+    """Record the agent's disposition and wrap-up time after the call (does not touch the revision)."""
+    result = await session.execute(
+        update(Call)
+        .where(Call.pbx == pbx, Call.linkedid == linkedid)
+        .values(disposition=disposition, wrapup_s=wrapup_s)
+        .returning(Call.id)
+    )
+    return result.first() is not None
+
+
+async def call_by_linkedid(session: AsyncSession, linkedid: str, pbx: str = "default") -> Call | None:
+    return (await session.execute(select(Call).where(Call.pbx == pbx, Call.linkedid == linkedid))).scalar_one_or_none()
+
+
+async def agents_of(session: AsyncSession, call_id: int) -> list[CallAgent]:
+    rows = await session.execute(select(CallAgent).where(CallAgent.call_id == call_id).order_by(CallAgent.seq))
+    return list(rows.scalars())
+
+
+async def log_agent_state(session: AsyncSession, agent_endpoint: str, state: str, reason: str | None, at: Any) -> None:
+    """Close the agent's open state row and open the new one (durations come from the pair)."""
+    open_row = (
+        await session.execute(
+            select(AgentStateLog)
+            .where(AgentStateLog.agent_endpoint == agent_endpoint, AgentStateLog.ended_at.is_(None))
+            .order_by(AgentStateLog.started_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if open_row is not None:
+        if open_row.state == state and open_row.reason == reason:
+            return  # duplicate event: same state, nothing to record
+        open_row.ended_at = at
+        open_row.duration_s = max(0.0, (at - open_row.started_at).total_seconds())
+    users = await _user_ids(session, {agent_endpoint})
+    session.add(
+        AgentStateLog(
+            agent_endpoint=agent_endpoint,
+            agent_user_id=users.get(agent_endpoint),
+            state=state,
+            reason=reason,
+            started_at=at,
+        )
+    )
+    await session.flush()

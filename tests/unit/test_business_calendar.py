@@ -1,0 +1,57 @@
+"""Business-time arithmetic across nights, weekends, a Chinese holiday and a make-up working day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from crm_core.business_calendar import BusinessCalendar, WorkingHours
+
+SH = ZoneInfo("Asia/Shanghai")
+CAL = BusinessCalendar()
+
+
+def at(y: int, m: int, d: int, hh: int, mm: int = 0) -> dt.datetime:
+    return dt.datetime(y, m, d, hh, mm, tzinfo=SH)
+
+
+@pytest.mark.parametrize(
+    ("start", "hours", "due"),
+    [
+        (at(2026, 11, 24, 10), 3, at(2026, 11, 24, 14)),  # lunch break 12–13 does not count
+        (at(2026, 11, 24, 17), 2, at(2026, 11, 25, 10)),  # over the night
+        (at(2026, 11, 27, 17), 2, at(2026, 11, 30, 10)),  # Friday → Monday
+        (at(2026, 11, 28, 11), 1, at(2026, 11, 30, 10)),  # starts on a Saturday
+        (at(2026, 11, 24, 20), 1, at(2026, 11, 25, 10)),  # starts after hours
+        # National Day 2026: Oct 1–7 closed; Saturday Oct 10 is a make-up working day (调休).
+        (at(2026, 9, 30, 17), 2, at(2026, 10, 8, 10)),
+        (at(2026, 10, 9, 17, 30), 1, at(2026, 10, 10, 9, 30)),
+    ],
+)
+def test_adds_business_hours(start: dt.datetime, hours: int, due: dt.datetime) -> None:
+    assert CAL.add_business_time(start, dt.timedelta(hours=hours)) == due
+    assert CAL.business_time_between(start, due) == dt.timedelta(hours=hours)
+
+
+def test_overrides_win_over_the_library() -> None:
+    cal = BusinessCalendar(overrides={dt.date(2026, 10, 8): False})
+    assert cal.add_business_time(at(2026, 9, 30, 17), dt.timedelta(hours=2)) == at(2026, 10, 9, 10)
+    assert cal.add_working_days(dt.date(2026, 9, 30), 1) == dt.date(2026, 10, 9)
+
+
+def test_working_days_skip_holidays_and_count_make_up_days() -> None:
+    assert CAL.add_working_days(dt.date(2026, 9, 30), 1) == dt.date(2026, 10, 8)
+    assert CAL.add_working_days(dt.date(2026, 10, 9), 1) == dt.date(2026, 10, 10)
+
+
+def test_years_without_data_fall_back_to_weekdays() -> None:
+    assert CAL.is_workday(dt.date(2031, 1, 6)) and not CAL.is_workday(dt.date(2031, 1, 5))
+
+
+def test_refuses_naive_times_and_empty_hours() -> None:
+    with pytest.raises(ValueError):
+        CAL.add_business_time(dt.datetime(2026, 1, 5, 9), dt.timedelta(hours=1))
+    with pytest.raises(ValueError):
+        WorkingHours(dt.time(18), dt.time(9))
