@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QueuePolicy(BaseModel):
+    """Per-queue CTI policy; keep `wrapup_seconds` equal to the queue's wrapuptime in queues.conf."""
+
+    wrapup_seconds: float = Field(default=5.0, ge=0)
+    wrapup_required: bool = False  # agent stays paused after a call until the wrap-up form is saved
+    team: str | None = None  # org unit code whose agents serve the queue
 
 
 class Settings(BaseSettings):
@@ -29,6 +37,14 @@ class Settings(BaseSettings):
     ami_port: int = 5038
     ami_user: str = "cti"
     ami_secret: str = ""
+
+    ami_events: str = "on"  # "on", or an event-class mask such as "call,agent,user,system"
+    queues: dict[str, QueuePolicy] = Field(
+        default_factory=lambda: {"member-service": QueuePolicy(), "vip": QueuePolicy()}
+    )
+    pause_reasons: list[str] = Field(
+        default_factory=lambda: ["break", "lunch", "training", "meeting", "after-call-work", "wrap-up"]
+    )
 
     recordings_dir: str = "./var/recordings"
     pbx_name: str = "default"  # ids from Asterisk are unique per PBX only

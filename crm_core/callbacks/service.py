@@ -227,14 +227,19 @@ async def record_attempt(
     ).scalar_one_or_none()
     if callback is None:
         raise CallbackError(f"callback {callback_id} not found")
+    attempt = CallbackAttempt(
+        callback_id=callback_id, user_id=principal.user_id, outcome=outcome, linkedid=linkedid, note=note
+    )
+    if callback.status == "closed" and linkedid is not None and callback.closed_by_linkedid == linkedid:
+        # The agent's own call already closed it (answered outbound) before the outcome was saved.
+        session.add(attempt)
+        callback.attempts += 1
+        await session.flush()
+        return callback.status
     if callback.status != "claimed" or callback.claimed_by_user_id != principal.user_id:
         raise CallbackError(f"callback {callback_id} is not claimed by {principal.username}")
     now = utcnow()
-    session.add(
-        CallbackAttempt(
-            callback_id=callback_id, user_id=principal.user_id, outcome=outcome, linkedid=linkedid, note=note
-        )
-    )
+    session.add(attempt)
     callback.attempts += 1
     callback.updated_at = now
     callback.claimed_by_user_id = None

@@ -169,3 +169,20 @@ async def test_concurrent_claim_next_hands_out_each_callback_once(sessions: Sess
     taken = await asyncio.gather(*(take(a) for a in agents))
     got = [t for t in taken if t is not None]
     assert len(got) == len(set(got)) == 8
+
+
+async def test_outcome_saved_after_the_call_already_closed_it(sessions: Sessions, settings: Settings) -> None:
+    agent = await factories.principal(sessions, "agent1", Role.AGENT)
+    callback_id = await record(sessions, settings, miss("12.1"))
+    assert callback_id is not None
+    async with transaction(sessions) as session:
+        await callbacks.claim(session, agent, callback_id)
+        await callbacks.close_for_answered_call(session, "13800138000", "outbound", "12.2")
+        assert await callbacks.record_attempt(session, agent, callback_id, "reached", settings, linkedid="12.2") == (
+            "closed"
+        )
+        with pytest.raises(callbacks.CallbackError):
+            await callbacks.record_attempt(session, agent, callback_id, "reached", settings, linkedid="other")
+    async with sessions() as session:
+        callback = await session.get(Callback, callback_id)
+    assert callback is not None and callback.attempts == 1 and callback.close_reason == "answered_outbound"

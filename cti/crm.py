@@ -1,0 +1,104 @@
+"""The telephony side's narrow window onto the CRM: who an endpoint is, who a caller is.
+
+Everything cti needs from crm_core goes through here, so the boundary stays one file wide.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_core.member360 import member_360
+from crm_core.members.errors import MemberNotFound
+from crm_core.members.lookup import Candidate, MatchKind, lookup_by_phone
+from crm_core.security.models import User
+from crm_core.security.policy import Principal, apply_field_policy
+from crm_core.security.service import principal_for
+
+__all__ = ["Candidate", "CrmGateway", "MatchKind", "best_member"]
+
+
+def best_member(candidates: list[Candidate]) -> int | None:
+    """The member a call is filed under: the single best own-number match, else none (ambiguous)."""
+    if not candidates:
+        return None
+    top = candidates[0]
+    if top.match > MatchKind.OWN_LANDLINE:
+        return None
+    if len(candidates) > 1 and candidates[1].match == top.match and candidates[1].status == top.status:
+        return None  # two members share the number equally: let the agent pick
+    return top.member_id
+
+
+@dataclass
+class _CachedPrincipal:
+    principal: Principal | None
+    loaded_at: float
+
+
+class CrmGateway:
+    """Caller lookup, member 360 and endpoint → user resolution, with a short principal cache.
+
+    Principals are cached for `ttl` seconds: a screen pop must not pay for loading roles and field
+    overrides on every ring, and a permission change reaches pops within that time.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl: float = 30.0) -> None:
+        self.sessions = sessions
+        self.ttl = ttl
+        self._principals: dict[str, _CachedPrincipal] = {}
+
+    async def principal_for_endpoint(self, endpoint: str) -> Principal | None:
+        cached = self._principals.get(endpoint)
+        now = time.monotonic()
+        if cached is not None and now - cached.loaded_at < self.ttl:
+            return cached.principal
+        async with self.sessions() as session:
+            user = (
+                await session.execute(select(User).where(User.agent_endpoint == endpoint, User.active.is_(True)))
+            ).scalar_one_or_none()
+            principal = None if user is None else await principal_for(session, user)
+        self._principals[endpoint] = _CachedPrincipal(principal, now)
+        return principal
+
+    def forget(self, endpoint: str | None = None) -> None:
+        if endpoint is None:
+            self._principals.clear()
+        else:
+            self._principals.pop(endpoint, None)
+
+    async def lookup(self, number: str | None) -> list[Candidate]:
+        async with self.sessions() as session:
+            return await lookup_by_phone(session, number)
+
+    async def pop_view(
+        self, principal: Principal, number: str | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Ranked candidates for the number (as `principal` may see them) and, when one member stands
+        out, that member's 360."""
+        async with self.sessions() as session:
+            candidates = await lookup_by_phone(session, number)
+            views = [candidate_view(principal, c) for c in candidates]
+            member_id = best_member(candidates) if len(candidates) != 1 else candidates[0].member_id
+            if member_id is None:
+                return views, None
+            try:
+                return views, await member_360(session, principal, member_id)
+            except MemberNotFound:
+                return views, None  # outside the agent's data scope: the pick-list still shows it
+
+
+def candidate_view(principal: Principal, candidate: Candidate) -> dict[str, Any]:
+    shown = apply_field_policy(principal, "member", {"name": candidate.name, "status": candidate.status})
+    return {
+        "member_id": candidate.member_id,
+        "member_no": candidate.member_no,
+        "name": shown.get("name"),
+        "status": shown.get("status"),
+        "match": candidate.match.name.lower(),
+        "contact_name": candidate.contact_name,
+    }

@@ -1,0 +1,164 @@
+"""The CTI engine: AMI → tracker → event bus → subscribers (call log, screen pop, callbacks, agents).
+
+One object owns the pipeline's lifecycle so `cti serve`, the demo, the tests and the benchmarks run
+exactly the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_core.business_calendar import BusinessCalendar
+from crm_core.settings import Settings
+from cti.agents import AgentManager
+from cti.ami.actions import core_show_channels, queue_status
+from cti.ami.client import AmiClient
+from cti.ami.protocol import AmiMessage
+from cti.bus import EventBus
+from cti.callbacks import CallbackFeeder
+from cti.calllog_writer import CallLogWriter
+from cti.calls.events import (
+    AgentRinging,
+    AgentStateChanged,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallMissed,
+    CallOffered,
+    CallTransferred,
+    DomainEvent,
+)
+from cti.calls.progress import CallProgress
+from cti.calls.tracker import CallTracker
+from cti.crm import CrmGateway
+from cti.dialer import Dialer
+from cti.screenpop import ScreenPopper
+
+log = logging.getLogger(__name__)
+
+# Events after which the call's live row is rewritten (a crash then loses nothing already seen).
+_PROGRESS_EVENTS = (CallOffered, AgentRinging, CallAnswered, CallTransferred)
+
+
+def ami_client_from(settings: Settings) -> AmiClient:
+    return AmiClient(
+        settings.ami_host,
+        settings.ami_port,
+        settings.ami_user,
+        settings.ami_secret,
+        events=settings.ami_events if settings.ami_events != "on" else True,
+    )
+
+
+class CtiEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        ami: AmiClient | None = None,
+        calendar: BusinessCalendar | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.ami = ami or ami_client_from(settings)
+        self.clock = clock
+        self.tracker = CallTracker(wrapup_seconds={q: p.wrapup_seconds for q, p in settings.queues.items()})
+        self.bus = EventBus()
+        self.crm = CrmGateway(sessions)
+        self.calendar = calendar or BusinessCalendar()
+        self.agents = AgentManager(self.ami, sessions, settings)
+        self.dialer = Dialer(self.ami, self.agents, self.crm)
+        self.screen_pops = ScreenPopper(self.bus, self.crm)
+        self.call_log = CallLogWriter(sessions, self.crm, settings.pbx_name)
+        self.callbacks = CallbackFeeder(sessions, self.crm, settings, self.calendar)
+        self.events_fed = 0
+        self._resyncing = False
+        self._held: list[AmiMessage] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def start(self, *, wait: float | None = 10.0) -> None:
+        """Subscribe everything, connect to AMI (resync on every login) and start the clock tick."""
+        bus = self.bus
+        bus.subscribe(self.call_log, (CallProgress, CallEnded), name="call-log", overflow="block")
+        bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
+        bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
+        bus.subscribe(self.screen_pops, (AgentRinging,), name="screen-pop", maxsize=10_000)
+        self._unsubscribe = self.ami.on_event(self.feed)
+        self.ami.on_connected(self._resync)
+        self._ticker = asyncio.create_task(self._tick(), name="tracker-tick")
+        self.ami.start()
+        if wait is not None:
+            await self.ami.wait_connected(wait)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self.ami.close()
+        await self.bus.close()
+
+    def feed(self, msg: AmiMessage) -> None:
+        """One AMI event through the tracker; held back while a resync is being taken."""
+        if self._resyncing:
+            self._held.append(msg)
+            return
+        self.events_fed += 1
+        self.publish(self.tracker.feed(msg, self.clock()))
+
+    def publish(self, events: list[DomainEvent]) -> None:
+        bus = self.bus
+        progressed: set[str] = set()
+        for event in events:
+            bus.publish(event)
+            if isinstance(event, _PROGRESS_EVENTS):
+                progressed.add(event.linkedid)
+        for linkedid in progressed:
+            snapshot = self.tracker.call_snapshot(linkedid)
+            if snapshot is not None:
+                bus.publish(CallProgress(at=events[-1].at, snapshot=snapshot))
+
+    async def _resync(self, client: AmiClient) -> None:
+        """After each (re)login: rebuild live calls and agents from the PBX's own lists.
+
+        Events that arrive while the lists are taken are held and fed afterwards, so a channel born
+        between the list and the resync is not mistaken for one that vanished.
+        """
+        self._resyncing = True
+        try:
+            channels = await core_show_channels(client)
+            status = await queue_status(client)
+            members = [e for e in status.events if e.name == "QueueMember"]
+            entries = [e for e in status.events if e.name == "QueueEntry"]
+            events = self.tracker.resync(channels.events, members, entries, self.clock())
+            log.info(
+                "resync: %d channels, %d queue members, %d waiting; %d events",
+                len(channels.events),
+                len(members),
+                len(entries),
+                len(events),
+            )
+            self.publish(events)
+        finally:
+            self._resyncing = False
+            held, self._held = self._held, []
+            for msg in held:
+                self.feed(msg)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            events = self.tracker.tick(self.clock())
+            if events:
+                self.publish(events)

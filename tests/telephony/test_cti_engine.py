@@ -1,0 +1,277 @@
+"""The CTI engine end to end: real Asterisk + baresip phones → AMI → tracker → call log, screen pop,
+callbacks, agent states, click-to-dial — with the PostgreSQL call log asserted after each scenario.
+
+Runs on PostgreSQL, the production engine (the data-layer rules themselves are tested on both engines
+in tests/db). Each test hangs up what it started and waits for the agents to be ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from asterisk_sandbox import BaresipPhone, Sandbox
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_core import migrate
+from crm_core.callbacks.models import Callback
+from crm_core.calllog.models import AgentStateLog, Call, CallAgent
+from crm_core.db import make_engine, make_sessionmaker, transaction
+from crm_core.members.schemas import MemberIn
+from crm_core.members.service import join
+from crm_core.security.models import User
+from crm_core.security.policy import SYSTEM, Role
+from crm_core.settings import QueuePolicy, Settings
+from cti.calls.events import AgentStateChanged, DomainEvent
+from cti.dialer import DialRefused
+from cti.engine import CtiEngine
+from cti.screenpop import ScreenPop
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.db.factories import password_hash
+
+pytestmark = pytest.mark.telephony
+
+MEMBER_SERVICE = "4008001234"
+VIP = "4008001235"
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class Recorder:
+    """Collects domain events from the bus so tests can wait for them."""
+
+    def __init__(self) -> None:
+        self.events: list[DomainEvent] = []
+
+    def __call__(self, event: DomainEvent) -> None:
+        self.events.append(event)
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    async def wait(
+        self,
+        kind: type[DomainEvent],
+        *,
+        since: int = 0,
+        timeout: float = 15.0,
+        where: Callable[[Any], bool] = lambda _e: True,
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events[since:]:
+                if isinstance(event, kind) and where(event):
+                    return event
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {kind.__name__} within {timeout}s; saw {[e.type for e in self.events[since:]]}")
+
+
+@pytest.fixture(scope="module")
+async def pg_sessions() -> AsyncIterator[Sessions]:
+    url = await create_pg_database()
+    await migrate.upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    async with transaction(sessions) as session:
+        for endpoint in ("agent1001", "agent1002", "agent1003"):
+            session.add(
+                User(
+                    username=endpoint,
+                    display_name=f"坐席{endpoint[-4:]}",
+                    password_hash=password_hash(),
+                    role=Role.AGENT.value,
+                    agent_endpoint=endpoint,
+                )
+            )
+    settings = Settings(database_url=url)
+    async with transaction(sessions) as session:
+        # The sandbox's customer phones present 13800138001 and 13800138002.
+        await join(session, SYSTEM, MemberIn(name="张伟", mobile="13800138001", member_type="gold"), settings)
+    yield sessions
+    await engine.dispose()
+    await drop_pg_database(url)
+
+
+@pytest.fixture(scope="module")
+async def engine(sandbox: Sandbox, pg_sessions: Sessions) -> AsyncIterator[CtiEngine]:
+    ami = sandbox.state["ami"]
+    wrapup = float(sandbox.state["settings"].get("wrapup_seconds", 5))
+    settings = Settings(
+        ami_host=ami["host"],
+        ami_port=ami["port"],
+        ami_user=ami["user"],
+        ami_secret=ami["secret"],
+        queues={"member-service": QueuePolicy(wrapup_seconds=wrapup), "vip": QueuePolicy(wrapup_seconds=wrapup)},
+    )
+    cti = CtiEngine(settings, pg_sessions)
+    await cti.start(wait=20)
+    yield cti
+    await cti.stop()
+
+
+@pytest.fixture
+async def recorder(engine: CtiEngine) -> AsyncIterator[Recorder]:
+    rec = Recorder()
+    subscription = engine.bus.subscribe(rec, name="test-recorder", maxsize=100_000)
+    yield rec
+    await engine.bus.unsubscribe(subscription)
+
+
+async def call_row(sessions: Sessions, linkedid: str, *, state: str = "ended", timeout: float = 10.0) -> Call:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with sessions() as session:
+            call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
+        if call is not None and call.state == state:
+            return call
+        if time.monotonic() > deadline:
+            raise AssertionError(f"call {linkedid} not {state} in the call log (found {call and call.state})")
+        await asyncio.sleep(0.05)
+
+
+async def agents_of(sessions: Sessions, call_id: int) -> list[tuple[str, bool]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(CallAgent.agent_endpoint, CallAgent.answered)
+            .where(CallAgent.call_id == call_id)
+            .order_by(CallAgent.seq)
+        )
+        return [(a, b) for a, b in rows]
+
+
+async def ready(engine: CtiEngine, *agents: str, timeout: float = 20.0) -> None:
+    """Wait until the agents are back to ready (wrap-up over) so the next test's call rings them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [engine.agents.state_of(a) for a in agents]
+        if all(s is not None and s.state == "ready" for s in states):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"agents not ready: {[engine.agents.state_of(a) for a in agents]}")
+
+
+async def ring(customer: BaresipPhone, did: str, agent: BaresipPhone) -> None:
+    mark = agent.mark()
+    await customer.dial(did)
+    await agent.wait_for_event("CALL_INCOMING", since=mark)
+
+
+async def test_queue_call_pops_the_member_before_answer_and_is_logged(
+    engine: CtiEngine,
+    recorder: Recorder,
+    phones: dict[str, BaresipPhone],
+    pg_sessions: Sessions,
+    sandbox: Sandbox,
+) -> None:
+    await ready(engine, "agent1001", "agent1002")
+    since = recorder.mark()
+    await ring(phones["cust1"], MEMBER_SERVICE, phones["agent1001"])
+    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1001")
+    # Before anyone answers: the pop names the member, as the agent may see her.
+    assert pop.member is not None and pop.member["profile"]["name"] == "张伟"
+    assert pop.dnis == MEMBER_SERVICE and pop.queue == "member-service"
+    assert [c["match"] for c in pop.candidates] == ["own_mobile"]
+    other = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1002")
+    assert other.linkedid == pop.linkedid  # ringall: both agents got the pop
+    await phones["agent1001"].accept()
+    await asyncio.sleep(2.0)
+    await phones["cust1"].hangup()
+    call = await call_row(pg_sessions, pop.linkedid)
+    assert call.outcome == "answered" and call.direction == "inbound" and call.queue == "member-service"
+    assert call.agent_endpoint == "agent1001" and call.agent_user_id is not None
+    assert call.caller_e164 == "+8613800138001" and call.member_id is not None and call.dnis == MEMBER_SERVICE
+    assert call.talk_s is not None and 1.5 < call.talk_s < 5.0
+    assert call.recording_file and call.recording_file.endswith(f"{pop.linkedid}.wav")
+    agents = await agents_of(pg_sessions, call.id)
+    assert ("agent1001", True) in agents and ("agent1002", False) in agents
+
+
+async def test_abandoned_calls_from_one_number_make_one_callback(
+    engine: CtiEngine,
+    recorder: Recorder,
+    phones: dict[str, BaresipPhone],
+    pg_sessions: Sessions,
+) -> None:
+    await ready(engine, "agent1001", "agent1002")
+    linkedids = []
+    for _ in range(2):
+        since = recorder.mark()
+        await ring(phones["cust2"], MEMBER_SERVICE, phones["agent1001"])
+        pop = await recorder.wait(ScreenPop, since=since)
+        await asyncio.sleep(0.5)
+        await phones["cust2"].hangup()
+        call = await call_row(pg_sessions, pop.linkedid)
+        assert call.outcome == "abandoned"
+        linkedids.append(pop.linkedid)
+        await ready(engine, "agent1001", "agent1002")
+    async with pg_sessions() as session:
+        callbacks = (await session.execute(select(Callback).where(Callback.phone_e164 == "+8613800138002"))).all()
+    assert len(callbacks) == 1
+    assert callbacks[0][0].miss_count == 2 and callbacks[0][0].status == "open"
+
+
+async def test_pause_with_reason_is_seen_in_agent_state(
+    engine: CtiEngine,
+    recorder: Recorder,
+    pg_sessions: Sessions,
+) -> None:
+    await ready(engine, "agent1002")
+    since = recorder.mark()
+    await engine.agents.pause("agent1002", "lunch")
+    paused = await recorder.wait(AgentStateChanged, since=since, where=lambda e: e.agent == "agent1002" and e.paused)
+    assert paused.state == "paused" and paused.pause_reason == "lunch"
+    await engine.agents.ready("agent1002")
+    await recorder.wait(AgentStateChanged, since=since, where=lambda e: e.agent == "agent1002" and e.state == "ready")
+    async with pg_sessions() as session:
+        rows = (
+            await session.execute(
+                select(AgentStateLog.state, AgentStateLog.reason)
+                .where(AgentStateLog.agent_endpoint == "agent1002")
+                .order_by(AgentStateLog.id)
+            )
+        ).all()
+    assert ("paused", "lunch") in rows and rows[-1] == ("ready", None)
+    with pytest.raises(Exception, match="unknown pause reason"):
+        await engine.agents.pause("agent1002", "nap")
+
+
+async def test_click_to_dial_answered_rings_agent_first_then_customer(
+    engine: CtiEngine,
+    recorder: Recorder,
+    phones: dict[str, BaresipPhone],
+    pg_sessions: Sessions,
+) -> None:
+    await engine.agents.login("agent1003", ["vip"])
+    await ready(engine, "agent1003")
+    agent, customer = phones["agent1003"], phones["cust2"]
+    agent_mark, cust_mark = agent.mark(), customer.mark()
+    started = await engine.dialer.dial(SYSTEM, "agent1003", number="+86 138 0013 8002")
+    incoming = await agent.wait_for_event("CALL_INCOMING", since=agent_mark)
+    assert "13800138002" in str(incoming)
+    await agent.accept()
+    await customer.wait_for_event("CALL_INCOMING", since=cust_mark)
+    await customer.accept()
+    await asyncio.sleep(1.0)
+    await customer.hangup()
+    deadline = time.monotonic() + 10
+    call = None
+    while time.monotonic() < deadline and call is None:
+        async with pg_sessions() as session:
+            call = (
+                await session.execute(select(Call).where(Call.cti_call_id == started.call_id, Call.state == "ended"))
+            ).scalar_one_or_none()
+        await asyncio.sleep(0.1)
+    assert call is not None, "click-to-dial call not in the call log"
+    assert call.direction == "outbound" and call.outcome == "answered"
+    assert call.callee_e164 == "+8613800138002" and call.agent_endpoint == "agent1003"
+    await engine.agents.logout("agent1003", ["vip"])
+
+
+async def test_click_to_dial_refusals(engine: CtiEngine) -> None:
+    with pytest.raises(DialRefused, match="not logged in"):
+        await engine.dialer.dial(SYSTEM, "agent1004", number="13800138002")
+    with pytest.raises(DialRefused):
+        await engine.dialer.dial(SYSTEM, "agent1001", number="12345")
