@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_core.business_calendar import BusinessCalendar
 from crm_core.settings import Settings
 from cti.agents import AgentManager
-from cti.ami.actions import core_show_channels, queue_status
+from cti.ami.actions import command, core_show_channels, queue_status
 from cti.ami.client import AmiClient
 from cti.ami.protocol import AmiMessage
 from cti.bus import EventBus
@@ -56,6 +56,15 @@ def ami_client_from(settings: Settings) -> AmiClient:
     )
 
 
+async def pbx_uptime(client: AmiClient) -> float | None:
+    """Seconds since Asterisk started: a restart shows as a later boot time than the last one seen."""
+    for line in await command(client, "core show uptime seconds"):
+        if line.startswith("System uptime:"):
+            with contextlib.suppress(ValueError):
+                return float(line.split(":", 1)[1])
+    return None
+
+
 class CtiEngine:
     def __init__(
         self,
@@ -87,17 +96,21 @@ class CtiEngine:
 
     async def start(self, *, wait: float | None = 10.0) -> None:
         """Subscribe everything, connect to AMI (resync on every login) and start the clock tick."""
-        bus = self.bus
-        bus.subscribe(self.call_log, (CallProgress, CallEnded), name="call-log", overflow="block")
-        bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
-        bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
-        bus.subscribe(self.screen_pops, (AgentRinging,), name="screen-pop", maxsize=10_000)
+        self.subscribe_all()
         self._unsubscribe = self.ami.on_event(self.feed)
         self.ami.on_connected(self._resync)
         self._ticker = asyncio.create_task(self._tick(), name="tracker-tick")
         self.ami.start()
         if wait is not None:
             await self.ami.wait_connected(wait)
+
+    def subscribe_all(self) -> None:
+        """The subscribers of the pipeline; separate from start() so a replay can run without a PBX."""
+        bus = self.bus
+        bus.subscribe(self.call_log, (CallProgress, CallEnded), name="call-log", overflow="block")
+        bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
+        bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
+        bus.subscribe(self.screen_pops, (AgentRinging,), name="screen-pop", maxsize=10_000)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -137,11 +150,12 @@ class CtiEngine:
         """
         self._resyncing = True
         try:
+            uptime = await pbx_uptime(client)
             channels = await core_show_channels(client)
             status = await queue_status(client)
             members = [e for e in status.events if e.name == "QueueMember"]
             entries = [e for e in status.events if e.name == "QueueEntry"]
-            events = self.tracker.resync(channels.events, members, entries, self.clock())
+            events = self.tracker.resync(channels.events, members, entries, self.clock(), uptime=uptime)
             log.info(
                 "resync: %d channels, %d queue members, %d waiting; %d events",
                 len(channels.events),

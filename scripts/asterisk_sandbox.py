@@ -861,6 +861,42 @@ class Sandbox:
             "rtp": self.state["rtp"],
         }
 
+    def crash_and_restart_asterisk(self, *, timeout: float = 30.0, wait_phones: bool = False) -> None:
+        """SIGKILL Asterisk (no Hangup, no Shutdown: the AMI socket just closes, as in a crash) and start
+        it again with the same config and ports; returns once it is FullyBooted (and, with
+        `wait_phones`, once the phones registered again — baresip only does so at its next refresh).
+        Call from the thread that started the sandbox (the parent-death signal is tied to the spawning
+        thread)."""
+        pid = int(self.state["asterisk"]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _proc_alive(self.state["asterisk"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._reap()
+        self._start_asterisk(die_with_parent=True)
+        deadline = time.monotonic() + timeout
+        _run_coroutine_sync(self._wait_booted(deadline))
+        if wait_phones:
+            _run_coroutine_sync(self._wait_phones_ready(deadline))
+
+    def restart_phones(self, *, timeout: float = 30.0) -> None:
+        """Kill and start every baresip phone again and wait for their registrations: after a PBX crash
+        real phones re-register at their next refresh; this makes it happen now. Clients connected to
+        the phones' ctrl ports must connect again."""
+        for ph in self.state["phones"].values():
+            if ph.get("pid") and _proc_alive(ph):
+                os.kill(int(ph["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while any(_proc_alive(ph) for ph in self.state["phones"].values() if ph.get("pid")):
+            if time.monotonic() > deadline:
+                raise SandboxError("phones did not die after SIGKILL")
+            time.sleep(0.05)
+        self._reap()
+        for name in self.state["phones"]:
+            self._start_phone(name, die_with_parent=True)
+        self._write_state()
+        _run_coroutine_sync(self._wait_phones_ready(time.monotonic() + timeout))
+
     def pids(self) -> list[int]:
         """Pids this sandbox started (as recorded)."""
         return [int(p["pid"]) for p in _state_procs(self.state)]

@@ -509,6 +509,7 @@ class CallTracker:
         now: float,
         *,
         restarted: bool | None = None,
+        uptime: float | None = None,
     ) -> list[DomainEvent]:
         """Reconcile with the PBX after a (re)connect, from CoreShowChannels and QueueStatus lists.
 
@@ -520,6 +521,14 @@ class CallTracker:
         items of a QueueStatus of *all* queues); agents in no queue any more are logged out.
         """
         out: Out = []
+        if uptime is not None:
+            # The PBX's uptime read with the lists (``core show uptime seconds``) decides restart vs
+            # reconnect without waiting for FullyBooted, which may arrive before or after the lists.
+            boot_at = now - uptime
+            if self._boot_at is not None and boot_at > self._boot_at + _SAME_BOOT_TOLERANCE:
+                self._restarted = True
+            if self._boot_at is None or boot_at > self._boot_at + _SAME_BOOT_TOLERANCE:
+                self._boot_at = boot_at
         was_restart = self._restarted if restarted is None else restarted
         self._restarted = False
         reason = "pbx_restart" if was_restart else "reconnect"
