@@ -6,9 +6,11 @@ anything not newer than what is stored — so replays, duplicates and restarts n
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.calllog.schemas import AgentOffer, CallLogEntry, LegEntry
@@ -109,15 +111,38 @@ def entry_from_progress(event: CallProgress, pbx: str, member_id: int | None) ->
 
 
 class CallLogWriter:
-    """Writes CallProgress and CallEnded; the member is matched once per call and remembered."""
+    """Writes CallProgress and CallEnded in batches; the member is matched once per call.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], crm: CrmGateway, pbx: str = "default") -> None:
+    Snapshots are coalesced per call (only the newest revision of each call is kept) and flushed in one
+    transaction every `flush_interval` seconds, so a busy PBX costs one write per call per interval
+    instead of one per event. If the database is unreachable the batch stays pending and is retried
+    with backoff: nothing is dropped while the process lives (a crash loses at most one interval,
+    which the next resync closes as lost calls).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        crm: CrmGateway,
+        pbx: str = "default",
+        *,
+        flush_interval: float = 0.05,
+        max_retry_delay: float = 5.0,
+    ) -> None:
         self.sessions = sessions
         self.crm = crm
         self.pbx = pbx
+        self.flush_interval = flush_interval
+        self.max_retry_delay = max_retry_delay
         self.written = 0
         self.stale = 0
+        self.failures = 0
+        self.batches = 0
         self._members: dict[str, int | None] = {}
+        self._pending: dict[str, CallLogEntry] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def _member_for(self, linkedid: str, number: str | None) -> int | None:
         if linkedid not in self._members:
@@ -135,10 +160,53 @@ class CallLogWriter:
             entry = entry_from_progress(event, self.pbx, await self._member_for(snap.linkedid, number))
         else:
             return
+        self.enqueue(entry)
+
+    def enqueue(self, entry: CallLogEntry) -> None:
+        current = self._pending.get(entry.linkedid)
+        if current is None or current.revision < entry.revision:
+            self._pending[entry.linkedid] = entry
+        self._idle.clear()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="call-log-flush")
+
+    async def _flush_loop(self) -> None:
+        delay = self.flush_interval
+        while self._pending:
+            await asyncio.sleep(self.flush_interval)
+            batch, self._pending = self._pending, {}
+            try:
+                await self._write(list(batch.values()))
+                delay = self.flush_interval
+            except (SQLAlchemyError, OSError) as exc:
+                self.failures += 1
+                for linkedid, entry in batch.items():  # put back, unless a newer snapshot arrived
+                    newer = self._pending.get(linkedid)
+                    if newer is None or newer.revision < entry.revision:
+                        self._pending[linkedid] = entry
+                delay = min(max(delay * 2, 0.1), self.max_retry_delay)
+                log.warning(
+                    "call log write failed (%s); %d calls pending, retry in %.1fs",
+                    exc.__class__.__name__,
+                    len(self._pending),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        self._idle.set()
+
+    async def _write(self, entries: list[CallLogEntry]) -> None:
         async with transaction(self.sessions) as session:
-            call_id = await write_call(session, entry)
-        if call_id is None:
-            self.stale += 1
-        else:
-            self.written += 1
-        log.debug("call log %s %s caller=%s -> %s", entry.linkedid, entry.state, mask_phone(entry.caller_raw), call_id)
+            results = [await write_call(session, entry) for entry in entries]
+        self.batches += 1
+        for entry, call_id in zip(entries, results, strict=True):
+            if call_id is None:
+                self.stale += 1
+            else:
+                self.written += 1
+            log.debug(
+                "call log %s %s caller=%s -> %s", entry.linkedid, entry.state, mask_phone(entry.caller_raw), call_id
+            )
+
+    async def drain(self) -> None:
+        """Wait until everything enqueued so far is written (used on shutdown and by tests)."""
+        await self._idle.wait()

@@ -121,6 +121,7 @@ class CtiEngine:
                 await self._ticker
         await self.ami.close()
         await self.bus.close()
+        await self.call_log.drain()
 
     def feed(self, msg: AmiMessage) -> None:
         """One AMI event through the tracker; held back while a resync is being taken."""

@@ -502,6 +502,7 @@ async def test_replaying_a_call_duplicates_nothing(
     for msg in captured:
         fresh.feed(msg)
     await fresh.bus.close()
+    await fresh.call_log.drain()
     async with pg_sessions() as session:
         calls = (await session.execute(select(Call).where(Call.linkedid == pop.linkedid))).scalars().all()
         callback = (
@@ -517,6 +518,7 @@ async def test_replaying_a_call_duplicates_nothing(
     for msg in captured:
         fresh2.feed(msg)
     await fresh2.bus.close()
+    await fresh2.call_log.drain()
     async with pg_sessions() as session:
         again = (await session.execute(select(Callback.miss_count).where(Callback.id == callback.id))).scalar_one()
     assert again == misses_before
