@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -144,20 +145,29 @@ class CallLogWriter:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def _member_for(self, linkedid: str, number: str | None) -> int | None:
+    async def _member_for(self, linkedid: str, number: str | None, variables: Mapping[str, str]) -> int | None:
+        """The member the call is filed under: the one click-to-dial named (CTI_MEMBER_ID), else the
+        caller-ID match when it is unambiguous."""
         if linkedid not in self._members:
-            self._members[linkedid] = best_member(await self.crm.lookup(number))
+            named = variables.get("CTI_MEMBER_ID")
+            if named is not None and named.isdigit():
+                self._members[linkedid] = int(named)
+            elif number is None:
+                return None  # not known yet (a click-to-dial before the customer is dialled): ask again later
+            else:
+                self._members[linkedid] = best_member(await self.crm.lookup(number))
         return self._members[linkedid]
 
     async def __call__(self, event: DomainEvent) -> None:
         if isinstance(event, CallEnded):
-            member_id = await self._member_for(event.linkedid, event.customer_number)
+            member_id = await self._member_for(event.linkedid, event.customer_number, event.variables)
             self._members.pop(event.linkedid, None)
             entry = entry_from_ended(event, self.pbx, member_id)
         elif isinstance(event, CallProgress):
             snap = event.snapshot
             number = snap.callee_number if snap.direction == "outbound" else snap.caller_number
-            entry = entry_from_progress(event, self.pbx, await self._member_for(snap.linkedid, number))
+            member_id = await self._member_for(snap.linkedid, number, snap.variables)
+            entry = entry_from_progress(event, self.pbx, member_id)
         else:
             return
         self.enqueue(entry)

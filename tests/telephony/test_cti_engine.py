@@ -110,6 +110,8 @@ async def engine(sandbox: Sandbox, pg_sessions: Sessions) -> AsyncIterator[CtiEn
     cti = CtiEngine(settings, pg_sessions)
     await cti.start(wait=20)
     yield cti
+    # Leave the shared sandbox as found: agents out of wrap-up and unpaused, for the next module.
+    await ready(cti, "agent1001", "agent1002")
     await cti.stop()
 
 
@@ -567,3 +569,84 @@ async def test_asterisk_restart_mid_call_ends_the_call_as_lost_once(pg_sessions:
             await cti.stop()
     finally:
         sb.down(purge=True)
+
+
+async def test_pause_made_outside_the_product_is_reflected(
+    engine: CtiEngine, recorder: Recorder, ami: SandboxAmi
+) -> None:
+    """State comes from Asterisk's events: a pause made on the PBX directly shows up like ours."""
+    await ready(engine, "agent1002")
+    since = recorder.mark()
+    await ami.action("QueuePause", {"Interface": "PJSIP/agent1002", "Paused": "true", "Reason": "主管操作"})
+    state = await recorder.wait(AgentStateChanged, since=since, where=lambda e: e.agent == "agent1002" and e.paused)
+    assert state.state == "paused" and state.pause_reason == "主管操作"
+    await asyncio.sleep(0.3)  # one QueueMemberPause per queue: let the last one land
+    current = engine.agents.state_of("agent1002")
+    assert current is not None and current.paused and current.pause_reason == "主管操作"
+    await ami.action("QueuePause", {"Interface": "PJSIP/agent1002", "Paused": "false"})
+    await ready(engine, "agent1002")
+
+
+async def test_click_to_dial_a_member_shows_the_name_on_the_agent_phone(
+    engine: CtiEngine,
+    phones: dict[str, BaresipPhone],
+    pg_sessions: Sessions,
+) -> None:
+    async with pg_sessions() as session:
+        from crm_core.members.models import Member
+
+        member_id = (await session.execute(select(Member.id).where(Member.name == "张伟"))).scalar_one()
+    await engine.agents.login("agent1003", ["vip"])
+    await ready(engine, "agent1003")
+    agent, customer = phones["agent1003"], phones["cust1"]
+    agent_mark, cust_mark = agent.mark(), customer.mark()
+    started = await engine.dialer.dial(SYSTEM, "agent1003", member_id=member_id)
+    incoming = await agent.wait_for_event("CALL_INCOMING", since=agent_mark)
+    assert "张伟" in str(incoming), incoming
+    assert started.number_masked == "138****8001"
+    await agent.accept()
+    await customer.wait_for_event("CALL_INCOMING", since=cust_mark)
+    await customer.accept()
+    await asyncio.sleep(0.5)
+    await agent.hangup()
+    call = await ended_by_call_id(pg_sessions, started.call_id)
+    assert call.outcome == "answered" and call.member_id == member_id
+    await engine.agents.logout("agent1003", ["vip"])
+
+
+async def test_answered_call_closes_the_callers_open_callback(
+    engine: CtiEngine,
+    recorder: Recorder,
+    phones: dict[str, BaresipPhone],
+    pg_sessions: Sessions,
+) -> None:
+    await ready(engine, "agent1001", "agent1002")
+    since = recorder.mark()
+    await ring(phones["cust1"], MEMBER_SERVICE, phones["agent1001"])
+    await recorder.wait(ScreenPop, since=since)
+    await phones["cust1"].hangup()  # a miss: the callback is open
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        async with pg_sessions() as session:
+            open_cb = (
+                await session.execute(
+                    select(Callback).where(Callback.phone_e164 == "+8613800138001", Callback.status == "open")
+                )
+            ).scalar_one_or_none()
+        if open_cb is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert open_cb is not None
+    await ready(engine, "agent1001", "agent1002")
+    pop = await answered_queue_call(recorder, phones, "cust1", "agent1001")
+    await phones["cust1"].hangup()
+    await call_row(pg_sessions, pop.linkedid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        async with pg_sessions() as session:
+            closed = await session.get(Callback, open_cb.id, populate_existing=True)
+        if closed is not None and closed.status == "closed":
+            break
+        await asyncio.sleep(0.1)
+    assert closed is not None and closed.status == "closed" and closed.close_reason == "answered_inbound"
+    assert closed.closed_by_linkedid == pop.linkedid

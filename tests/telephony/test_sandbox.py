@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from asterisk_sandbox import AmiClient, BaresipPhone, Sandbox, SandboxError
+from asterisk_sandbox import AmiClient, BaresipPhone, Sandbox, SandboxError, _proc_alive, _state_procs
 
 pytestmark = pytest.mark.telephony
 
@@ -192,6 +192,7 @@ def test_down_stops_everything_it_started() -> None:
     """A second, small sandbox beside the session one: its own ports and processes, all gone after down."""
     sb = Sandbox.up(agents=1, customers=1, instance=f"pytest-down-{os.getpid()}")
     pids = sb.pids()
+    procs = [dict(p) for p in _state_procs(sb.state)]
     ami_port = sb.state["ami"]["port"]
     try:
         assert len(pids) == 3
@@ -201,6 +202,7 @@ def test_down_stops_everything_it_started() -> None:
         sb.down(purge=True)
     assert not sb.is_running()
     assert not sb.host_dir.exists()
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    # Same pid AND start time: on a busy machine a pid can be reused by an unrelated process at once.
+    assert [p["pid"] for p in procs if _proc_alive(p)] == []
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", ami_port), timeout=1):
         pass
