@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
@@ -80,17 +79,23 @@ def _parse_uncached(raw: str, region: str) -> Phone:
     )
 
 
-@lru_cache(maxsize=100_000)
-def _cn_mobile_prefix_valid(prefix7: str) -> bool:
-    # CN mobile ranges in phonenumbers' metadata constrain at most the first 7 digits (carrier +
-    # HLR block) and accept any 4 digits after. phonenumbers.parse costs ~40 µs a call, which alone
-    # caps an import at ~25k rows/s on one core; memoising validity per 7-digit block makes the
-    # common plain-mobile case ~1 µs. tests/unit/test_phones.py checks this equals phonenumbers.
-    try:
-        number = phonenumbers.parse(prefix7 + "0000", "CN")
-    except NumberParseException:
-        return False
-    return phonenumbers.number_type(number) == PhoneNumberType.MOBILE and phonenumbers.is_valid_number(number)
+# phonenumbers.parse costs 35-90 µs a call, which alone caps a bulk import near 20k rows/s on one core.
+# For the common case — 11 plain digits that look like a CN mobile — match the number against the
+# library's own CN metadata patterns directly (~0.6 µs): the same rules as is_valid_number() +
+# number_type() == MOBILE, updated with the library. tests/unit/test_phones.py checks they agree.
+_CN_METADATA = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+assert _CN_METADATA is not None and _CN_METADATA.mobile is not None and _CN_METADATA.fixed_line is not None
+_CN_GENERAL = re.compile(_CN_METADATA.general_desc.national_number_pattern)
+_CN_MOBILE = re.compile(_CN_METADATA.mobile.national_number_pattern)
+_CN_FIXED = re.compile(_CN_METADATA.fixed_line.national_number_pattern)
+
+
+def _cn_mobile_valid(national: str) -> bool:
+    return (
+        _CN_GENERAL.fullmatch(national) is not None
+        and _CN_MOBILE.fullmatch(national) is not None
+        and _CN_FIXED.fullmatch(national) is None
+    )
 
 
 def parse_phone(raw: str, region: str = "CN") -> Phone:
@@ -99,7 +104,7 @@ def parse_phone(raw: str, region: str = "CN") -> Phone:
         raise InvalidPhone("empty phone number")
     compact = raw.strip()
     if region == "CN" and len(compact) == 11 and _PLAIN_CN_MOBILE.fullmatch(compact):
-        if not _cn_mobile_prefix_valid(compact[:7]):
+        if not _cn_mobile_valid(compact):
             raise InvalidPhone(f"not a valid number in any carrier range: {raw!r}")
         return Phone(
             e164="+86" + compact,

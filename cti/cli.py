@@ -188,9 +188,12 @@ def import_members(
 @click.pass_obj
 def export(settings: Settings, entity: str, fmt: str, output: Path, username: str) -> None:
     """Export members as USER sees them: hidden fields left out, masked fields masked."""
-    from crm_core.importers.export import export_members
+    from crm_core.importers.export import ExportRefused, export_members
 
-    count = _run(export_members(settings, output, fmt=fmt, username=username))
+    try:
+        count = _run(export_members(settings, output, fmt=fmt, username=username))
+    except ExportRefused as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"exported {count} {entity} to {output}")
 
 

@@ -40,7 +40,8 @@ class Member(Base):
     member_no: Mapped[str] = mapped_column(String(32), unique=True)
     customer_type: Mapped[str] = mapped_column(String(16), default="personal")  # personal|enterprise|government
     member_type: Mapped[str] = mapped_column(String(16), default="standard")  # standard | gold | diamond
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    # No index on status: five values over millions of rows; every status query is also keyed by id.
+    status: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(50), index=True)
     gender: Mapped[str | None] = mapped_column(String(8))
     birthday: Mapped[dt.date | None] = mapped_column(Date)
@@ -70,7 +71,8 @@ class MemberContact(Base):
     __tablename__ = "member_contacts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    # No index of its own: the unique (member_id, kind, phone_e164) index serves member_id lookups.
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # mobile | home | work | contact_person
     phone_e164: Mapped[str] = mapped_column(String(20), index=True)
     contact_name: Mapped[str | None] = mapped_column(String(50))
