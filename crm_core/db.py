@@ -12,7 +12,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so Alembic migrations are identical on both engines.
@@ -69,7 +68,9 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
         kwargs["connect_args"] = {"timeout": 30}
         if ":memory:" in url:
             raise ValueError("in-memory SQLite is not supported: every connection would see its own database")
-        kwargs["poolclass"] = NullPool
+        # A pool matters here too: an aiosqlite connection is a thread plus a file open (~10-30 ms).
+        kwargs["pool_size"] = pool_size
+        kwargs["max_overflow"] = pool_size
     else:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
@@ -87,10 +88,15 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin_immediate(conn: Any) -> None:
-            # pysqlite's deferred BEGIN lets two writers both read then deadlock on upgrade; take the
-            # write lock up front so concurrent writers queue on busy_timeout instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn: Any) -> None:
+            # pysqlite's deferred BEGIN lets two writers both read then fail on the lock upgrade; take
+            # the write lock up front so concurrent writers queue on busy_timeout instead. Sessions
+            # opened with read_session() only read, and a deferred BEGIN lets them run beside a writer
+            # (WAL) instead of queueing behind it.
+            if conn.get_execution_options().get(READ_ONLY_OPTION):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -109,6 +115,17 @@ def insert_for(session_or_dialect: AsyncSession | str, table: Any) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise ValueError(f"unsupported database dialect {name!r}")
+
+
+READ_ONLY_OPTION = "cti_read_only"
+
+
+@asynccontextmanager
+async def read_session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for reads only (screen pops, lookups): on SQLite it does not take the write lock."""
+    async with sessions() as session:
+        await session.connection(execution_options={READ_ONLY_OPTION: True})
+        yield session
 
 
 @asynccontextmanager

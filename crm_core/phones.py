@@ -83,11 +83,18 @@ def _parse_uncached(raw: str, region: str) -> Phone:
 # For the common case — 11 plain digits that look like a CN mobile — match the number against the
 # library's own CN metadata patterns directly (~0.6 µs): the same rules as is_valid_number() +
 # number_type() == MOBILE, updated with the library. tests/unit/test_phones.py checks they agree.
-_CN_METADATA = phonenumbers.PhoneMetadata.metadata_for_region("CN")
-assert _CN_METADATA is not None and _CN_METADATA.mobile is not None and _CN_METADATA.fixed_line is not None
-_CN_GENERAL = re.compile(_CN_METADATA.general_desc.national_number_pattern)
-_CN_MOBILE = re.compile(_CN_METADATA.mobile.national_number_pattern)
-_CN_FIXED = re.compile(_CN_METADATA.fixed_line.national_number_pattern)
+def _cn_pattern(kind: str) -> re.Pattern[str]:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    desc = getattr(metadata, kind, None)
+    pattern = getattr(desc, "national_number_pattern", None)
+    if not isinstance(pattern, str):
+        raise RuntimeError(f"phonenumbers has no CN {kind} pattern")
+    return re.compile(pattern)
+
+
+_CN_GENERAL = _cn_pattern("general_desc")
+_CN_MOBILE = _cn_pattern("mobile")
+_CN_FIXED = _cn_pattern("fixed_line")
 
 
 def _cn_mobile_valid(national: str) -> bool:

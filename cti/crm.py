@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_core.db import read_session
 from crm_core.member360 import member_360
 from crm_core.members.errors import MemberNotFound
 from crm_core.members.lookup import Candidate, MatchKind, lookup_by_phone
@@ -57,7 +58,7 @@ class CrmGateway:
         now = time.monotonic()
         if cached is not None and now - cached.loaded_at < self.ttl:
             return cached.principal
-        async with self.sessions() as session:
+        async with read_session(self.sessions) as session:
             user = (
                 await session.execute(select(User).where(User.agent_endpoint == endpoint, User.active.is_(True)))
             ).scalar_one_or_none()
@@ -72,7 +73,7 @@ class CrmGateway:
             self._principals.pop(endpoint, None)
 
     async def lookup(self, number: str | None) -> list[Candidate]:
-        async with self.sessions() as session:
+        async with read_session(self.sessions) as session:
             return await lookup_by_phone(session, number)
 
     async def pop_view(
@@ -80,7 +81,7 @@ class CrmGateway:
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Ranked candidates for the number (as `principal` may see them) and, when one member stands
         out, that member's 360."""
-        async with self.sessions() as session:
+        async with read_session(self.sessions) as session:
             candidates = await lookup_by_phone(session, number)
             views = [candidate_view(principal, c) for c in candidates]
             member_id = best_member(candidates) if len(candidates) != 1 else candidates[0].member_id
