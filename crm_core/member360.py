@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.comms.models import CommunicationRecord
@@ -22,6 +22,24 @@ from crm_core.security.policy import Principal, apply_field_policy
 Section = Callable[[AsyncSession, Principal, Member], Awaitable[Any]]
 _SECTIONS: dict[str, Section] = {}
 RECENT_RECORDS = 10
+
+# Section statements are built once with the member id bound per call: constructing a select and
+# its cache key on each call cost ~0.1–0.2 ms per section (members_lookup bench, 1M members).
+_MEMBER_ID = bindparam("member_id", type_=Integer)
+_CONTACTS = (
+    select(MemberContact)
+    .where(MemberContact.member_id == _MEMBER_ID)
+    .order_by(MemberContact.is_primary.desc(), MemberContact.id)
+)
+_ADDRESSES = select(Address).where(Address.member_id == _MEMBER_ID).order_by(Address.id)
+_CARDS = select(Card).where(Card.member_id == _MEMBER_ID).order_by(Card.issued_at.desc(), Card.id.desc())
+# The recent records and the open count in one round trip: the window count runs before LIMIT.
+_RECENT = (
+    select(CommunicationRecord, func.count().filter(CommunicationRecord.status != "done").over().label("open"))
+    .where(CommunicationRecord.member_id == _MEMBER_ID)
+    .order_by(CommunicationRecord.created_at.desc(), CommunicationRecord.id.desc())
+    .limit(RECENT_RECORDS)
+)
 
 
 def register_section(name: str, section: Section) -> None:
@@ -39,11 +57,7 @@ async def member_360(session: AsyncSession, principal: Principal, member_id: int
 
 
 async def _contacts(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(MemberContact)
-        .where(MemberContact.member_id == member.id)
-        .order_by(MemberContact.is_primary.desc(), MemberContact.id)
-    )
+    rows = await session.execute(_CONTACTS, {"member_id": member.id})
     views = []
     for c in rows.scalars():
         # The member's primary mobile follows the member.mobile permission; other numbers are "secondary".
@@ -63,7 +77,7 @@ async def _contacts(session: AsyncSession, principal: Principal, member: Member)
 
 
 async def _addresses(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
-    rows = await session.execute(select(Address).where(Address.member_id == member.id).order_by(Address.id))
+    rows = await session.execute(_ADDRESSES, {"member_id": member.id})
     return [
         apply_field_policy(
             principal,
@@ -84,9 +98,7 @@ async def _addresses(session: AsyncSession, principal: Principal, member: Member
 
 
 async def _cards(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
-    rows = await session.execute(
-        select(Card).where(Card.member_id == member.id).order_by(Card.issued_at.desc(), Card.id.desc())
-    )
+    rows = await session.execute(_CARDS, {"member_id": member.id})
     return [
         apply_field_policy(
             principal,
@@ -117,20 +129,9 @@ async def _organisation(session: AsyncSession, principal: Principal, member: Mem
 
 
 async def _communications(session: AsyncSession, principal: Principal, member: Member) -> dict[str, Any]:
-    rows = await session.execute(
-        select(CommunicationRecord)
-        .where(CommunicationRecord.member_id == member.id)
-        .order_by(CommunicationRecord.created_at.desc(), CommunicationRecord.id.desc())
-        .limit(RECENT_RECORDS)
-    )
-    recent = [apply_field_policy(principal, "communication", record_fields(r)) for r in rows.scalars()]
-    open_count = (
-        await session.execute(
-            select(func.count(CommunicationRecord.id)).where(
-                CommunicationRecord.member_id == member.id, CommunicationRecord.status != "done"
-            )
-        )
-    ).scalar_one()
+    rows = (await session.execute(_RECENT, {"member_id": member.id})).all()
+    recent = [apply_field_policy(principal, "communication", record_fields(record)) for record, _ in rows]
+    open_count = rows[0].open if rows else 0
     return {
         "recent": recent,
         "open": int(open_count),

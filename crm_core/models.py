@@ -4,7 +4,16 @@ from crm_core.callbacks import models as callbacks_models
 from crm_core.calllog import models as calllog_models
 from crm_core.comms import models as comms_models
 from crm_core.db import Base
+from crm_core.loyalty import models as loyalty_models
 from crm_core.members import models as members_models
 from crm_core.security import models as security_models
 
-__all__ = ["Base", "callbacks_models", "calllog_models", "comms_models", "members_models", "security_models"]
+__all__ = [
+    "Base",
+    "callbacks_models",
+    "calllog_models",
+    "comms_models",
+    "loyalty_models",
+    "members_models",
+    "security_models",
+]

@@ -51,6 +51,29 @@ def _is_blank(cells: Sequence[Any]) -> bool:
     return all(cell is None or (isinstance(cell, str) and not cell.strip()) for cell in cells)
 
 
+def _first_nonblank(rows: Iterator[Sequence[Any]]) -> tuple[Sequence[Any], int]:
+    """The header: the first row that is not blank, and its 1-based row number ([] and the rows read
+    when the file has none)."""
+    row = 0
+    for cells in rows:
+        row += 1
+        if not _is_blank(cells):
+            return cells, row
+    return [], row
+
+
+def _next_batch(rows: Iterator[Sequence[Any]], row: int, size: int) -> tuple[list[Row], int]:
+    """Up to `size` non-blank rows with their file row numbers, and the last row number read."""
+    batch: list[Row] = []
+    for cells in rows:
+        row += 1
+        if cells and not _is_blank(cells):
+            batch.append((row, cells))
+            if len(batch) >= size:
+                break
+    return batch, row
+
+
 def _scan(path: Path, encoding: str) -> int | None:
     """Decode the whole file strictly; returns the offset of the first bad byte, or None if clean.
 
@@ -114,29 +137,15 @@ class CsvTable:
         first_line = self._text.readline()
         delimiter = "\t" if "\t" in first_line and "," not in first_line else ","
         self._records: Iterator[list[str]] = csv.reader(_chain_first(first_line, self._text), delimiter=delimiter)
-        self._row = 0
         self.description = f"CSV ({self.encoding})"
-        self.header: Sequence[Any] = []
-        self.header_row = 0
-        for cells in self._records:
-            self._row += 1
-            if not _is_blank(cells):
-                self.header, self.header_row = cells, self._row
-                break
+        self.header, self._row = _first_nonblank(self._records)
+        self.header_row = self._row
         if not self.header:
             self.close()
             raise UnreadableFile("empty file: no header row")
 
     def read_batch(self, size: int) -> list[Row]:
-        batch: list[Row] = []
-        row = self._row
-        for cells in self._records:
-            row += 1
-            if cells and not _is_blank(cells):
-                batch.append((row, cells))
-                if len(batch) >= size:
-                    break
-        self._row = row
+        batch, self._row = _next_batch(self._records, self._row, size)
         return batch
 
     def progress(self) -> tuple[int, int | None]:
@@ -169,29 +178,15 @@ class XlsxTable:
             raise UnreadableFile("empty file: the workbook has no worksheet")
         self._total: int | None = sheet.max_row if isinstance(sheet.max_row, int) and sheet.max_row > 0 else None
         self._rows: Iterator[tuple[Any, ...]] = sheet.iter_rows(values_only=True)
-        self._row = 0
         self.description = f"XLSX (sheet {sheet.title!r})"
-        self.header: Sequence[Any] = []
-        self.header_row = 0
-        for cells in self._rows:
-            self._row += 1
-            if not _is_blank(cells):
-                self.header, self.header_row = cells, self._row
-                break
+        self.header, self._row = _first_nonblank(self._rows)
+        self.header_row = self._row
         if not self.header:
             self.close()
             raise UnreadableFile("empty file: the first worksheet has no header row")
 
     def read_batch(self, size: int) -> list[Row]:
-        batch: list[Row] = []
-        row = self._row
-        for cells in self._rows:
-            row += 1
-            if not _is_blank(cells):
-                batch.append((row, cells))
-                if len(batch) >= size:
-                    break
-        self._row = row
+        batch, self._row = _next_batch(self._rows, self._row, size)
         return batch
 
     def progress(self) -> tuple[int, int | None]:

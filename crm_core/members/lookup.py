@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, String, literal, select, union_all
+from sqlalchemy import Select, String, bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.members.models import Member, MemberContact, Organisation
@@ -38,7 +38,8 @@ class Candidate:
     contact_name: str | None
 
 
-def _lookup_query(e164: str) -> Select[Any]:
+def _lookup_query() -> Select[Any]:
+    e164 = bindparam("e164", type_=String)
     own = select(
         MemberContact.member_id.label("member_id"),
         MemberContact.kind.label("kind"),
@@ -69,12 +70,17 @@ def _lookup_query(e164: str) -> Select[Any]:
     )
 
 
+# Built once, with the number as a bound parameter: building the UNION and its cache key on every
+# call cost ~0.5 ms (members_lookup bench, 1M members), a quarter of the 2 ms screen-pop budget.
+_LOOKUP = _lookup_query()
+
+
 async def lookup_by_phone(session: AsyncSession, number: str | None, region: str = "CN") -> list[Candidate]:
     """All members reachable on `number`, best match first; [] for unknown, withheld or garbage numbers."""
     e164 = normalise(number, region)
     if e164 is None:
         return []
-    rows = (await session.execute(_lookup_query(e164))).all()
+    rows = (await session.execute(_LOOKUP, {"e164": e164})).all()
     best: dict[int, Candidate] = {}
     for member_id, kind, contact_name, member_no, name, status in rows:
         match = _KIND_RANK.get(kind, MatchKind.CONTACT_PERSON if kind == "contact_person" else MatchKind.COMPANY)

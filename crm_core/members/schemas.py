@@ -5,11 +5,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from crm_core.members import validation as v
 
 ContactKind = Literal["mobile", "home", "work", "contact_person"]
+
+
+def _blank_is_none(value: object) -> object:
+    """Forms and spreadsheets send "" for an empty optional field."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Name = Annotated[str, AfterValidator(v.clean_name)]
+Mobile = Annotated[str, AfterValidator(v.clean_mobile)]
+Email = Annotated[str, AfterValidator(v.clean_email)]
+OptionalMobile = Annotated[Mobile | None, BeforeValidator(_blank_is_none)]
+OptionalEmail = Annotated[Email | None, BeforeValidator(_blank_is_none)]
 
 
 class ContactIn(BaseModel):
@@ -55,35 +67,20 @@ class MemberIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str
+    name: Name
     customer_type: v.CustomerType = v.CustomerType.PERSONAL
     member_type: v.MemberType = v.MemberType.STANDARD
-    mobile: str | None = None
+    mobile: OptionalMobile = None
     gender: Literal["male", "female"] | None = None
     birthday: dt.date | None = None
     id_type: v.IdType | None = None
     id_number: str | None = None
-    email: str | None = None
+    email: OptionalEmail = None
     source: Literal["phone", "web", "store", "import", "other"] | None = None
     organisation_id: int | None = None
     remark: str | None = Field(default=None, max_length=v.REMARK_MAX)
     contacts: list[ContactIn] = Field(default_factory=list, max_length=20)
     addresses: list[AddressIn] = Field(default_factory=list, max_length=10)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return v.clean_name(value)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, value: str | None) -> str | None:
-        return None if not value else v.clean_mobile(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return None if not value else v.clean_email(value)
 
     @model_validator(mode="after")
     def _identity(self) -> Self:
@@ -107,24 +104,9 @@ class MemberUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = None
+    name: Name | None = None
     gender: Literal["male", "female"] | None = None
-    email: str | None = None
-    mobile: str | None = None
+    email: OptionalEmail = None
+    mobile: OptionalMobile = None
     member_type: v.MemberType | None = None
     remark: str | None = Field(default=None, max_length=v.REMARK_MAX)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else v.clean_name(value)
-
-    @field_validator("mobile")
-    @classmethod
-    def _mobile(cls, value: str | None) -> str | None:
-        return None if not value else v.clean_mobile(value)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str | None:
-        return None if not value else v.clean_email(value)

@@ -123,16 +123,26 @@ async def recorder(engine: CtiEngine) -> AsyncIterator[Recorder]:
     await engine.bus.unsubscribe(subscription)
 
 
-async def call_row(sessions: Sessions, linkedid: str, *, state: str = "ended", timeout: float = 10.0) -> Call:
+async def wait_call(sessions: Sessions, *where: Any, state: str = "ended", timeout: float = 10.0) -> Call:
+    """Poll the call log until the call matching `where` reaches `state`."""
     deadline = time.monotonic() + timeout
-    while True:
+    call = None
+    while time.monotonic() < deadline:
         async with sessions() as session:
-            call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
+            call = (await session.execute(select(Call).where(*where))).scalar_one_or_none()
         if call is not None and call.state == state:
             return call
-        if time.monotonic() > deadline:
-            raise AssertionError(f"call {linkedid} not {state} in the call log (found {call and call.state})")
         await asyncio.sleep(0.05)
+    raise AssertionError(f"call {where} not {state} in the call log (found {call and call.state})")
+
+
+async def call_row(sessions: Sessions, linkedid: str, *, state: str = "ended", timeout: float = 10.0) -> Call:
+    return await wait_call(sessions, Call.linkedid == linkedid, state=state, timeout=timeout)
+
+
+async def ended_by_call_id(sessions: Sessions, call_id: str, timeout: float = 10.0) -> Call:
+    """A click-to-dial call, found by the id the dialer put in __CTI_CALLID."""
+    return await wait_call(sessions, Call.cti_call_id == call_id, timeout=timeout)
 
 
 async def agents_of(sessions: Sessions, call_id: int) -> list[tuple[str, bool]]:
@@ -259,15 +269,7 @@ async def test_click_to_dial_answered_rings_agent_first_then_customer(
     await customer.accept()
     await asyncio.sleep(1.0)
     await customer.hangup()
-    deadline = time.monotonic() + 10
-    call = None
-    while time.monotonic() < deadline and call is None:
-        async with pg_sessions() as session:
-            call = (
-                await session.execute(select(Call).where(Call.cti_call_id == started.call_id, Call.state == "ended"))
-            ).scalar_one_or_none()
-        await asyncio.sleep(0.1)
-    assert call is not None, "click-to-dial call not in the call log"
+    call = await ended_by_call_id(pg_sessions, started.call_id)
     assert call.direction == "outbound" and call.outcome == "answered"
     assert call.callee_e164 == "+8613800138002" and call.agent_endpoint == "agent1003"
     await engine.agents.logout("agent1003", ["vip"])
@@ -459,19 +461,6 @@ async def test_click_to_dial_busy_and_agent_no_answer(
         engine.dialer.ring_agent_ms = 30_000
     assert call.outcome in ("no_answer", "failed") and call.talk_s in (None, 0.0)
     await engine.agents.logout("agent1003", ["vip"])
-
-
-async def ended_by_call_id(sessions: Sessions, call_id: str, timeout: float = 10.0) -> Call:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        async with sessions() as session:
-            call = (
-                await session.execute(select(Call).where(Call.cti_call_id == call_id, Call.state == "ended"))
-            ).scalar_one_or_none()
-        if call is not None:
-            return call
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"click-to-dial {call_id} not ended in the call log")
 
 
 async def test_replaying_a_call_duplicates_nothing(

@@ -1,0 +1,1 @@
+"""Loyalty: earning rules (pure) and the points ledger (lots, journal, allocations, account balances)."""
