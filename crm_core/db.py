@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -74,7 +75,10 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
     else:
         kwargs["pool_size"] = pool_size
         kwargs["max_overflow"] = pool_size
-        kwargs["pool_pre_ping"] = True
+        # No pre-ping: it costs a round trip on every checkout (~0.6 ms of a ~1.4 ms caller lookup,
+        # members_lookup bench). A connection that died with the server fails its next use instead;
+        # is_disconnect() tells the callers that retry (call log, callbacks, agent states, lookups).
+        kwargs["pool_recycle"] = 1800
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
 
@@ -107,9 +111,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 def insert_for(session_or_dialect: AsyncSession | str, table: Any) -> Any:
     """The dialect's INSERT (with ON CONFLICT support) for `table`; both engines speak the same clause."""
-    name = (
-        session_or_dialect if isinstance(session_or_dialect, str) else session_or_dialect.get_bind().dialect.name
-    )
+    name = session_or_dialect if isinstance(session_or_dialect, str) else session_or_dialect.get_bind().dialect.name
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":
@@ -138,3 +140,11 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A unit of work: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True for errors a retry on a fresh connection can cure: the server restarted or the network
+    dropped (the pool has already discarded the dead connection)."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, ConnectionError | OSError)

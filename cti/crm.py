@@ -19,6 +19,7 @@ from crm_core.members.lookup import Candidate, MatchKind, lookup_by_phone
 from crm_core.security.models import User
 from crm_core.security.policy import Principal, apply_field_policy
 from crm_core.security.service import principal_for
+from cti.retry import with_db_retry
 
 __all__ = ["Candidate", "CrmGateway", "MatchKind", "best_member"]
 
@@ -58,13 +59,16 @@ class CrmGateway:
         now = time.monotonic()
         if cached is not None and now - cached.loaded_at < self.ttl:
             return cached.principal
+        principal = await with_db_retry(lambda: self._load_principal(endpoint), what="agent lookup", attempts=2)
+        self._principals[endpoint] = _CachedPrincipal(principal, now)
+        return principal
+
+    async def _load_principal(self, endpoint: str) -> Principal | None:
         async with read_session(self.sessions) as session:
             user = (
                 await session.execute(select(User).where(User.agent_endpoint == endpoint, User.active.is_(True)))
             ).scalar_one_or_none()
-            principal = None if user is None else await principal_for(session, user)
-        self._principals[endpoint] = _CachedPrincipal(principal, now)
-        return principal
+            return None if user is None else await principal_for(session, user)
 
     def forget(self, endpoint: str | None = None) -> None:
         if endpoint is None:
@@ -73,14 +77,22 @@ class CrmGateway:
             self._principals.pop(endpoint, None)
 
     async def lookup(self, number: str | None) -> list[Candidate]:
-        async with read_session(self.sessions) as session:
-            return await lookup_by_phone(session, number)
+        async def read() -> list[Candidate]:
+            async with read_session(self.sessions) as session:
+                return await lookup_by_phone(session, number)
+
+        return await with_db_retry(read, what="caller lookup", attempts=2)
 
     async def pop_view(
         self, principal: Principal, number: str | None
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Ranked candidates for the number (as `principal` may see them) and, when one member stands
-        out, that member's 360."""
+        out, that member's 360. One retry covers a connection that died with a database restart."""
+        return await with_db_retry(lambda: self._pop_view(principal, number), what="screen pop", attempts=2)
+
+    async def _pop_view(
+        self, principal: Principal, number: str | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         async with read_session(self.sessions) as session:
             candidates = await lookup_by_phone(session, number)
             views = [candidate_view(principal, c) for c in candidates]

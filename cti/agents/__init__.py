@@ -18,6 +18,7 @@ from crm_core.settings import Settings
 from cti.ami.actions import AmiActionSender, queue_add, queue_pause, queue_remove
 from cti.ami.errors import AmiActionError
 from cti.calls.events import AgentStateChanged, CallEnded, DomainEvent
+from cti.retry import with_db_retry
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,13 @@ class AgentManager:
             self.states[event.agent] = event
             state = "wrap_up" if event.paused and event.pause_reason == WRAPUP_REASON else event.state
             reason = event.pause_reason if state == "paused" else None
-            async with transaction(self.sessions) as session:
-                await log_agent_state(session, event.agent, state, reason, dt.datetime.fromtimestamp(event.at, dt.UTC))
+            at = dt.datetime.fromtimestamp(event.at, dt.UTC)
+
+            async def record() -> None:
+                async with transaction(self.sessions) as session:
+                    await log_agent_state(session, event.agent, state, reason, at)
+
+            await with_db_retry(record, what=f"agent state of {event.agent}")
         elif isinstance(event, CallEnded) and event.outcome == "answered":
             await self._maybe_hold_for_wrapup(event)
 

@@ -9,11 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.business_calendar import BusinessCalendar
 from crm_core.callbacks.service import MissedCall, close_for_answered_call, record_missed
-from crm_core.db import transaction
+from crm_core.db import is_disconnect, transaction
 from crm_core.phones import mask_phone
 from crm_core.settings import Settings
 from cti.calls.events import CallAbandoned, CallEnded, CallMissed, DomainEvent
 from cti.crm import CrmGateway, best_member
+from cti.retry import with_db_retry
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,14 @@ class CallbackFeeder:
                 event.linkedid, event.caller_number, _SOURCE[event.reason], event.at, event.wait_seconds, event.queue
             )
         elif isinstance(event, CallEnded) and event.outcome == "answered" and event.direction != "internal":
-            async with transaction(self.sessions) as session:
-                closed = await close_for_answered_call(session, event.customer_number, event.direction, event.linkedid)
+
+            async def close() -> int | None:
+                async with transaction(self.sessions) as session:
+                    return await close_for_answered_call(
+                        session, event.customer_number, event.direction, event.linkedid
+                    )
+
+            closed = await with_db_retry(close, what=f"closing callbacks for call {event.linkedid}")
             if closed is not None:
                 log.info(
                     "callback %s closed: %s reached on call %s",
@@ -66,7 +73,12 @@ class CallbackFeeder:
     ) -> None:
         if not number:
             return
-        member_id = best_member(await self.crm.lookup(number))
+        try:
+            member_id = best_member(await self.crm.lookup(number))
+        except Exception as exc:
+            if not is_disconnect(exc):
+                raise
+            member_id = None  # the callback matters more than its member link: record it anyway
         missed = MissedCall(
             linkedid=linkedid,
             phone_raw=number,
@@ -77,6 +89,10 @@ class CallbackFeeder:
             member_id=member_id,
             pbx=self.settings.pbx_name,
         )
-        async with transaction(self.sessions) as session:
-            callback_id = await record_missed(session, missed, self.settings, self.calendar)
+
+        async def record() -> int | None:
+            async with transaction(self.sessions) as session:
+                return await record_missed(session, missed, self.settings, self.calendar)
+
+        callback_id = await with_db_retry(record, what=f"recording missed call {linkedid}")
         log.info("missed call %s from %s (%s) -> callback %s", linkedid, mask_phone(number), source, callback_id)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.db import transaction
@@ -64,3 +67,23 @@ async def member(
     data = MemberIn(**({"name": "张伟", "mobile": "13800138000"} | fields))
     async with transaction(sessions) as session:
         return await members.join(session, who, data, settings)
+
+
+class FlakySessions:
+    """A session factory whose first `failures` sessions fail as if the database connection dropped."""
+
+    def __init__(self, real: async_sessionmaker[AsyncSession], failures: int) -> None:
+        self.real = real
+        self.failures = failures
+
+    def __call__(self) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            return _failing()
+        return self.real()
+
+
+@asynccontextmanager
+async def _failing() -> AsyncIterator[None]:
+    raise OperationalError("SELECT 1", {}, Exception("connection to server was lost"))
+    yield  # pragma: no cover

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.calllog.models import Call
 from crm_core.calllog.schemas import CallLogEntry
 from cti.calllog_writer import CallLogWriter
 from cti.crm import CrmGateway
+from tests.db.factories import FlakySessions
 
 T0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC)
 
@@ -29,26 +26,6 @@ def entry(linkedid: str, revision: int, state: str = "live") -> CallLogEntry:
         caller_raw="13800138000",
         outcome="answered" if state == "ended" else None,
     )
-
-
-class FlakySessions:
-    """A session factory whose first `failures` sessions fail as if the database connection dropped."""
-
-    def __init__(self, real: async_sessionmaker[AsyncSession], failures: int) -> None:
-        self.real = real
-        self.failures = failures
-
-    def __call__(self) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            return _failing()
-        return self.real()
-
-
-@asynccontextmanager
-async def _failing() -> AsyncIterator[None]:
-    raise OperationalError("SELECT 1", {}, Exception("connection to server was lost"))
-    yield  # pragma: no cover
 
 
 async def test_snapshots_are_coalesced_per_call_and_written_in_batches(
