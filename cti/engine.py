@@ -83,7 +83,7 @@ class CtiEngine:
         self.bus = EventBus()
         self.crm = CrmGateway(sessions)
         self.calendar = calendar or BusinessCalendar()
-        self.agents = AgentManager(self.ami, sessions, settings)
+        self.agents = AgentManager(self.ami, sessions, settings, self.crm)
         self.dialer = Dialer(self.ami, self.agents, self.crm)
         self.screen_pops = ScreenPopper(self.bus, self.crm)
         self.call_log = CallLogWriter(sessions, self.crm, settings.pbx_name)
@@ -122,6 +122,7 @@ class CtiEngine:
         await self.ami.close()
         await self.bus.close()
         await self.call_log.drain()
+        await self.agents.drain()
 
     def feed(self, msg: AmiMessage) -> None:
         """One AMI event through the tracker; held back while a resync is being taken."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -49,17 +52,18 @@ async def _user_ids(session: AsyncSession, endpoints: set[str]) -> dict[str, int
     return {endpoint: user_id for endpoint, user_id in rows if endpoint is not None}
 
 
-async def write_call(session: AsyncSession, entry: CallLogEntry) -> int | None:
+async def write_call(session: AsyncSession, entry: CallLogEntry, users: Mapping[str, int] | None = None) -> int | None:
     """Upsert the call and replace its agents/legs; returns the call id, or None for a stale snapshot.
 
     One statement decides: INSERT … ON CONFLICT (pbx, linkedid) DO UPDATE … WHERE stored revision is
     older. A crash between state changes loses nothing (the next snapshot carries the whole call); a
     replay or a duplicate changes nothing.
     """
-    endpoints = {a.agent_endpoint for a in entry.agents}
-    if entry.agent_endpoint:
-        endpoints.add(entry.agent_endpoint)
-    users = await _user_ids(session, endpoints)
+    if users is None:  # callers that cache endpoint -> user ids pass them in and save this query
+        endpoints = {a.agent_endpoint for a in entry.agents}
+        if entry.agent_endpoint:
+            endpoints.add(entry.agent_endpoint)
+        users = await _user_ids(session, endpoints)
     values: dict[str, Any] = {
         "pbx": entry.pbx,
         "linkedid": entry.linkedid,
@@ -164,30 +168,62 @@ async def agents_of(session: AsyncSession, call_id: int) -> list[CallAgent]:
     return list(rows.scalars())
 
 
-async def log_agent_state(session: AsyncSession, agent_endpoint: str, state: str, reason: str | None, at: Any) -> None:
+async def log_agent_state(
+    session: AsyncSession, agent_endpoint: str, state: str, reason: str | None, at: dt.datetime
+) -> None:
     """Close the agent's open state row and open the new one (durations come from the pair)."""
-    open_row = (
-        await session.execute(
-            select(AgentStateLog)
-            .where(AgentStateLog.agent_endpoint == agent_endpoint, AgentStateLog.ended_at.is_(None))
-            .order_by(AgentStateLog.started_at.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if open_row is not None:
-        if open_row.state == state and open_row.reason == reason:
-            return  # duplicate event: same state, nothing to record
-        open_row.ended_at = at
-        open_row.duration_s = max(0.0, (at - open_row.started_at).total_seconds())
-    users = await _user_ids(session, {agent_endpoint})
-    session.add(
-        AgentStateLog(
-            agent_endpoint=agent_endpoint,
-            agent_user_id=users.get(agent_endpoint),
-            state=state,
-            reason=reason,
-            started_at=at,
-        )
+    await log_agent_states(session, [AgentStateChange(agent_endpoint, state, reason, at)])
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStateChange:
+    agent_endpoint: str
+    state: str
+    reason: str | None
+    at: dt.datetime
+
+
+async def log_agent_states(
+    session: AsyncSession, changes: list[AgentStateChange], users: Mapping[str, int] | None = None
+) -> int:
+    """Record a batch of state changes in order: one SELECT of the open rows, then the closing
+    UPDATEs and the new rows flushed together. A change equal to the agent's current state (a
+    duplicate event) records nothing. Returns the number of rows opened."""
+    if not changes:
+        return 0
+    endpoints = {c.agent_endpoint for c in changes}
+    if users is None:
+        users = await _user_ids(session, endpoints)
+    rows = await session.execute(
+        select(AgentStateLog)
+        .where(AgentStateLog.agent_endpoint.in_(endpoints), AgentStateLog.ended_at.is_(None))
+        .order_by(AgentStateLog.started_at)
+        .with_for_update()
     )
+    current: dict[str, AgentStateLog] = {}
+    for row in rows.scalars():
+        previous = current.get(row.agent_endpoint)
+        if previous is not None:  # two open rows (a crash between close and open): close the older
+            previous.ended_at = row.started_at
+            previous.duration_s = max(0.0, (row.started_at - previous.started_at).total_seconds())
+        current[row.agent_endpoint] = row
+    opened = 0
+    for change in changes:
+        open_row = current.get(change.agent_endpoint)
+        if open_row is not None:
+            if open_row.state == change.state and open_row.reason == change.reason:
+                continue
+            open_row.ended_at = change.at
+            open_row.duration_s = max(0.0, (change.at - open_row.started_at).total_seconds())
+        new_row = AgentStateLog(
+            agent_endpoint=change.agent_endpoint,
+            agent_user_id=users.get(change.agent_endpoint),
+            state=change.state,
+            reason=change.reason,
+            started_at=change.at,
+        )
+        session.add(new_row)
+        current[change.agent_endpoint] = new_row
+        opened += 1
     await session.flush()
+    return opened

@@ -7,17 +7,19 @@ up here exactly like one made through it. Actions only ask Asterisk; they never 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.calllog.service import log_agent_state
+from crm_core.calllog.service import AgentStateChange, log_agent_states
 from crm_core.db import transaction
 from crm_core.settings import Settings
 from cti.ami.actions import AmiActionSender, queue_add, queue_pause, queue_remove
 from cti.ami.errors import AmiActionError
 from cti.calls.events import AgentStateChanged, CallEnded, DomainEvent
+from cti.crm import CrmGateway
 from cti.retry import with_db_retry
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,24 @@ def interface_of(endpoint: str) -> str:
 class AgentManager:
     """Bus subscriber (AgentStateChanged, CallEnded) plus the agent actions the panel calls."""
 
-    def __init__(self, ami: AmiActionSender, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        ami: AmiActionSender,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        crm: CrmGateway | None = None,
+        *,
+        flush_interval: float = 0.05,
+    ) -> None:
         self.ami = ami
         self.sessions = sessions
         self.settings = settings
         self.states: dict[str, AgentStateChanged] = {}
         self.required_wrapups: set[str] = set()
+        self.crm = crm
+        self.flush_interval = flush_interval
+        self._pending: list[AgentStateChange] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -50,13 +64,11 @@ class AgentManager:
             self.states[event.agent] = event
             state = "wrap_up" if event.paused and event.pause_reason == WRAPUP_REASON else event.state
             reason = event.pause_reason if state == "paused" else None
-            at = dt.datetime.fromtimestamp(event.at, dt.UTC)
-
-            async def record() -> None:
-                async with transaction(self.sessions) as session:
-                    await log_agent_state(session, event.agent, state, reason, at)
-
-            await with_db_retry(record, what=f"agent state of {event.agent}")
+            self._pending.append(
+                AgentStateChange(event.agent, state, reason, dt.datetime.fromtimestamp(event.at, dt.UTC))
+            )
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="agent-states")
         elif isinstance(event, CallEnded) and event.outcome == "answered":
             await self._maybe_hold_for_wrapup(event)
 
@@ -71,6 +83,29 @@ class AgentManager:
                 await queue_pause(self.ami, interface=interface_of(agent), paused=True, reason=WRAPUP_REASON)
             except AmiActionError as exc:
                 log.warning("could not hold %s for wrap-up: %s", agent, exc)
+
+    async def _flush_loop(self) -> None:
+        """Write the state history in batches (a ringall queue makes ~10 state changes per call):
+        one transaction per interval, retried while the database is away, in event order."""
+        while self._pending:
+            await asyncio.sleep(self.flush_interval)
+            batch, self._pending = self._pending, []
+            users = {}
+            for endpoint in {c.agent_endpoint for c in batch}:
+                user_id = await self.crm.user_id_for_endpoint(endpoint) if self.crm is not None else None
+                if user_id is not None:
+                    users[endpoint] = user_id
+
+            async def record(batch: list[AgentStateChange] = batch, users: dict[str, int] = users) -> None:
+                async with transaction(self.sessions) as session:
+                    await log_agent_states(session, batch, users if self.crm is not None else None)
+
+            await with_db_retry(record, what=f"{len(batch)} agent state changes")
+
+    async def drain(self) -> None:
+        """Wait until every state change received so far is written."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
 
     # ------------------------------------------------------------------ actions
 

@@ -67,6 +67,7 @@ async def test_agent_state_is_recorded_after_the_database_comes_back(
             linkedid=None,
         )
     )
+    await manager.drain()
     async with sessions() as session:
         row = (await session.execute(select(AgentStateLog))).scalar_one()
     assert (row.state, row.reason) == ("paused", "lunch")

@@ -238,6 +238,8 @@ async def test_pause_with_reason_is_seen_in_agent_state(
     assert paused.state == "paused" and paused.pause_reason == "lunch"
     await engine.agents.ready("agent1002")
     await recorder.wait(AgentStateChanged, since=since, where=lambda e: e.agent == "agent1002" and e.state == "ready")
+    await asyncio.sleep(0.2)  # the agents subscriber has the event once the recorder has it, give or take
+    await engine.agents.drain()
     async with pg_sessions() as session:
         rows = (
             await session.execute(
