@@ -33,7 +33,7 @@ import _common as common
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import make_engine, make_sessionmaker
+from crm_core.db import make_engine, make_sessionmaker, read_session
 from crm_core.member360 import member_360
 from crm_core.members.lookup import lookup_by_phone
 from crm_core.phones import parse_phone
@@ -149,7 +149,9 @@ async def _one_run(
     lookup_s = []
     for kind, number in numbers:
         start = clock()
-        async with sessions() as session:  # one session per incoming call, as a request would
+        # One read session per incoming call, as the screen pop opens it (cti/crm.py: read_session,
+        # autocommit on PostgreSQL).
+        async with read_session(sessions) as session:
             found = await lookup_by_phone(session, number)
         elapsed = clock() - start
         lookup_s.append(elapsed)
@@ -159,7 +161,7 @@ async def _one_run(
     view_s = []
     for member_id in member_ids:
         start = clock()
-        async with sessions() as session:
+        async with read_session(sessions) as session:
             await member_360(session, principal, member_id)
         view_s.append(clock() - start)
 
@@ -190,10 +192,10 @@ async def _profile(
     profiler = cProfile.Profile()
     profiler.enable()
     for _, number in numbers:
-        async with sessions() as session:
+        async with read_session(sessions) as session:
             await lookup_by_phone(session, number)
     for member_id in ids:
-        async with sessions() as session:
+        async with read_session(sessions) as session:
             await member_360(session, principal, member_id)
     profiler.disable()
     out = io.StringIO()
