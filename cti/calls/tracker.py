@@ -126,6 +126,9 @@ _PHONE_TECHS: Final = frozenset({"PJSIP", "SIP", "IAX2"})
 _DEFAULT_RECENT_LIMIT: Final = 50_000
 _MAX_PENDING_ORIGINATES: Final = 1_000
 _SAME_BOOT_TOLERANCE: Final = 1.5
+# The fields naming a channel in an event: its own, or the Dest* side of Dial*/Agent* events.
+_OWN_FIELDS: Final = ("Uniqueid", "Channel", "Linkedid", "")
+_DEST_FIELDS: Final = ("DestUniqueid", "DestChannel", "DestLinkedid", "Dest")
 """Two estimates (now - Uptime) of one Asterisk's boot time differ by under a second (Uptime is whole
 seconds): 0.3 s across the dropped connection of 21. A crash and restart moved it 2.9 s (20)."""
 _LATE_ORIGINATE_RESPONSE: Final = 5.0
@@ -577,30 +580,23 @@ class CallTracker:
     # ------------------------------------------------------------------------------- legs and calls
     def _leg(self, msg: Message, now: float, out: Out) -> _Leg | None:
         """The leg an event is about (``Uniqueid``), adopting a channel first seen mid-call."""
-        uid = msg.get("Uniqueid")
-        if uid is None:
-            return None
-        leg = self._legs.get(uid)
-        if leg is None:
-            if uid in self._ended_legs or uid in _NOT_A_CHANNEL or "Channel" not in msg:
-                return None
-            return self._create_leg(uid, msg.get("Linkedid") or uid, msg, "", now, out)
-        linkedid = msg.get("Linkedid")
-        if linkedid is not None and linkedid != leg.call.linkedid:
-            self._relink(leg, linkedid, now, out)
-        return leg
+        return self._leg_named(msg, _OWN_FIELDS, now, out)
 
     def _dest_leg(self, msg: Message, now: float, out: Out) -> _Leg | None:
         """The leg a Dial*/Agent* event's ``Dest*`` fields are about."""
-        uid = msg.get("DestUniqueid")
+        return self._leg_named(msg, _DEST_FIELDS, now, out)
+
+    def _leg_named(self, msg: Message, fields: tuple[str, str, str, str], now: float, out: Out) -> _Leg | None:
+        uid_key, channel_key, linkedid_key, prefix = fields
+        uid = msg.get(uid_key)
         if uid is None:
             return None
         leg = self._legs.get(uid)
         if leg is None:
-            if uid in self._ended_legs or uid in _NOT_A_CHANNEL or "DestChannel" not in msg:
+            if uid in self._ended_legs or uid in _NOT_A_CHANNEL or channel_key not in msg:
                 return None
-            return self._create_leg(uid, msg.get("DestLinkedid") or uid, msg, "Dest", now, out)
-        linkedid = msg.get("DestLinkedid")
+            return self._create_leg(uid, msg.get(linkedid_key) or uid, msg, prefix, now, out)
+        linkedid = msg.get(linkedid_key)
         if linkedid is not None and linkedid != leg.call.linkedid:
             self._relink(leg, linkedid, now, out)
         return leg
