@@ -869,9 +869,16 @@ class Sandbox:
         thread)."""
         pid = int(self.state["asterisk"]["pid"])
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout
-        while _proc_alive(self.state["asterisk"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Wait until the process is reaped, not merely a zombie: the main thread of a multi-threaded
+        # Asterisk shows "Z" while its other threads still hold the control socket, and a new Asterisk
+        # started then finds it answering ("Asterisk already running").
+        child = self._children.get(pid)
+        if child is not None:
+            child.wait(timeout)
+        else:
+            deadline = time.monotonic() + timeout
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         self._reap()
         self._start_asterisk(die_with_parent=True)
         deadline = time.monotonic() + timeout
