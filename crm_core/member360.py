@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_core.comms.models import CommunicationRecord
 from crm_core.comms.service import record_fields
 from crm_core.members.models import Address, Card, Member, MemberContact, Organisation
-from crm_core.members.service import _load, profile_fields
+from crm_core.members.service import load_member, profile_fields
 from crm_core.security.policy import Principal, apply_field_policy
 
 Section = Callable[[AsyncSession, Principal, Member], Awaitable[Any]]
@@ -49,7 +49,7 @@ def register_section(name: str, section: Section) -> None:
 
 async def member_360(session: AsyncSession, principal: Principal, member_id: int) -> dict[str, Any]:
     """Profile, contacts, addresses, cards, organisation, recent communication records, plus sections."""
-    member = await _load(session, principal, member_id)
+    member = await load_member(session, principal, member_id)
     view: dict[str, Any] = {"profile": apply_field_policy(principal, "member", profile_fields(member))}
     for name, section in _SECTIONS.items():
         view[name] = await section(session, principal, member)

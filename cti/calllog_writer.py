@@ -204,19 +204,10 @@ class CallLogWriter:
                 await asyncio.sleep(delay)
         self._idle.set()
 
-    async def _users(self, entries: list[CallLogEntry]) -> dict[str, int]:
-        """Endpoint → user id from the gateway's principal cache (no query per write)."""
+    async def _write(self, entries: list[CallLogEntry]) -> None:
         endpoints = {a.agent_endpoint for e in entries for a in e.agents}
         endpoints.update(e.agent_endpoint for e in entries if e.agent_endpoint)
-        users = {}
-        for endpoint in endpoints:
-            user_id = await self.crm.user_id_for_endpoint(endpoint)
-            if user_id is not None:
-                users[endpoint] = user_id
-        return users
-
-    async def _write(self, entries: list[CallLogEntry]) -> None:
-        users = await self._users(entries)
+        users = await self.crm.user_ids(endpoints)  # from the principal cache: no query per write
         async with transaction(self.sessions) as session:
             results = [await write_call(session, entry, users) for entry in entries]
         self.batches += 1

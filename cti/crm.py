@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,9 +92,14 @@ class CrmGateway:
         else:
             self._principals.pop(endpoint, None)
 
-    async def user_id_for_endpoint(self, endpoint: str) -> int | None:
-        principal = await self.principal_for_endpoint(endpoint)
-        return None if principal is None else principal.user_id
+    async def user_ids(self, endpoints: Iterable[str]) -> dict[str, int]:
+        """Endpoint → user id for the endpoints that belong to a user, from the principal cache."""
+        ids = {}
+        for endpoint in set(endpoints):
+            principal = await self.principal_for_endpoint(endpoint)
+            if principal is not None:
+                ids[endpoint] = principal.user_id
+        return ids
 
     async def lookup(self, number: str | None) -> list[Candidate]:
         e164 = normalise(number)

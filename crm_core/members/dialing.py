@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.members.models import Member, MemberContact
-from crm_core.members.service import _load
+from crm_core.members.service import load_member
 from crm_core.security.policy import Principal
 
 
@@ -20,7 +20,7 @@ async def dial_target(
 ) -> tuple[str, str]:
     """(E.164 number, member name) for a member's primary mobile or one of its contacts, within the
     principal's data scope."""
-    member: Member = await _load(session, principal, member_id)
+    member: Member = await load_member(session, principal, member_id)
     if contact_id is None:
         if member.mobile_e164 is None:
             raise NothingToDial(f"member {member.member_no} has no mobile number")

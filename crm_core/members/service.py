@@ -159,7 +159,8 @@ async def join(session: AsyncSession, principal: Principal, data: MemberIn, sett
     return await approve(session, principal, applied.member_id, settings)
 
 
-async def _load(session: AsyncSession, principal: Principal, member_id: int, *, lock: bool = False) -> Member:
+async def load_member(session: AsyncSession, principal: Principal, member_id: int, *, lock: bool = False) -> Member:
+    """The member if it is inside the principal's data scope; MemberNotFound otherwise (never says which)."""
     query = select(Member).where(
         Member.id == member_id, scope_filter(principal, Member.owner_user_id, Member.org_unit_id)
     )
@@ -189,7 +190,7 @@ async def change_status(
     session: AsyncSession, principal: Principal, member_id: int, new_status: v.MemberStatus
 ) -> Member:
     """Move along the lifecycle in validation.STATUS_TRANSITIONS; anything else is refused."""
-    member = await _load(session, principal, member_id, lock=True)
+    member = await load_member(session, principal, member_id, lock=True)
     current = v.MemberStatus(member.status)
     if new_status not in v.STATUS_TRANSITIONS[current]:
         raise InvalidTransition(f"member {member.member_no}: {current} → {new_status} is not allowed")
@@ -210,7 +211,7 @@ async def change_status(
 
 async def approve(session: AsyncSession, principal: Principal, member_id: int, settings: Settings) -> JoinResult:
     """Seed 004: 批准 → 卡号/级别分配 → 正式会员. Refused while key information is missing."""
-    member = await _load(session, principal, member_id, lock=True)
+    member = await load_member(session, principal, member_id, lock=True)
     missing = await _missing_for_member(session, member)
     if missing:
         raise MissingInformation(missing)
@@ -249,7 +250,7 @@ async def issue_card(
     replaces: Card | None = None,
 ) -> Card:
     """发放: one usable card per member at a time; the number is prefix + serial."""
-    member = await _load(session, principal, member_id, lock=True)
+    member = await load_member(session, principal, member_id, lock=True)
     if member.status not in (allow_status.value, v.MemberStatus.ACTIVE.value):
         raise CardError(f"member {member.member_no} is {member.status}: no card can be issued")
     usable = await session.execute(
@@ -273,7 +274,7 @@ async def _card(session: AsyncSession, principal: Principal, card_no: str) -> Ca
     card = (await session.execute(select(Card).where(Card.card_no == card_no).with_for_update())).scalar_one_or_none()
     if card is None:
         raise CardError(f"no card {card_no}")
-    await _load(session, principal, card.member_id)  # data scope check
+    await load_member(session, principal, card.member_id)  # data scope check
     return card
 
 
@@ -313,7 +314,7 @@ async def replace_card(session: AsyncSession, principal: Principal, card_no: str
 
 async def add_contact(session: AsyncSession, principal: Principal, member_id: int, contact: ContactIn) -> int:
     check_writable(principal, "contact", ["phone"])
-    await _load(session, principal, member_id)
+    await load_member(session, principal, member_id)
     row = MemberContact(
         member_id=member_id,
         kind=contact.kind,
@@ -328,7 +329,7 @@ async def add_contact(session: AsyncSession, principal: Principal, member_id: in
 
 async def add_address(session: AsyncSession, principal: Principal, member_id: int, address: AddressIn) -> int:
     check_writable(principal, "address", ["detail"])
-    await _load(session, principal, member_id)
+    await load_member(session, principal, member_id)
     row = Address(member_id=member_id, **address.model_dump())
     session.add(row)
     await session.flush()
@@ -341,7 +342,7 @@ async def update_member(
     """Field-checked update with optimistic locking and a change-history row per field."""
     fields = changes.model_dump(exclude_unset=True)
     check_writable(principal, "member", fields)
-    member = await _load(session, principal, member_id, lock=True)
+    member = await load_member(session, principal, member_id, lock=True)
     if member.version != expected_version:
         raise StaleUpdate(f"member {member.member_no} changed (version {member.version}, not {expected_version})")
     for name, value in fields.items():
@@ -369,7 +370,7 @@ async def update_member(
 
 
 async def member_view(session: AsyncSession, principal: Principal, member_id: int) -> dict[str, Any]:
-    member = await _load(session, principal, member_id)
+    member = await load_member(session, principal, member_id)
     return apply_field_policy(principal, "member", profile_fields(member))
 
 

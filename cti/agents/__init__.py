@@ -90,15 +90,12 @@ class AgentManager:
         while self._pending:
             await asyncio.sleep(self.flush_interval)
             batch, self._pending = self._pending, []
-            users = {}
-            for endpoint in {c.agent_endpoint for c in batch}:
-                user_id = await self.crm.user_id_for_endpoint(endpoint) if self.crm is not None else None
-                if user_id is not None:
-                    users[endpoint] = user_id
+            # Without a gateway (tests, tools) log_agent_states looks the user ids up itself.
+            users = None if self.crm is None else await self.crm.user_ids(c.agent_endpoint for c in batch)
 
-            async def record(batch: list[AgentStateChange] = batch, users: dict[str, int] = users) -> None:
+            async def record(batch: list[AgentStateChange] = batch, users: dict[str, int] | None = users) -> None:
                 async with transaction(self.sessions) as session:
-                    await log_agent_states(session, batch, users if self.crm is not None else None)
+                    await log_agent_states(session, batch, users)
 
             await with_db_retry(record, what=f"{len(batch)} agent state changes")
 
