@@ -1,13 +1,17 @@
 """The member 360 read model: everything a screen pop or member page needs, in one call.
 
 It spans contexts (members, comms, and later loyalty and service), so it lives beside them rather
-than inside one. Later contexts add a section with `register_section`; each section receives the
-principal, so field permissions apply to every part of the pop.
+than inside one. Later contexts add a section with `register_section`: a `read` (the section's raw
+data for one member, no principal) and a `show` (that data as a principal may see it, through
+`apply_field_policy`). The split lets the screen pop read a caller's 360 once, while the call waits
+in the queue, and show it to each ringing agent with that agent's permissions and no further query
+(`read_member_360` + `view_member_360`); `member_360` is both steps at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, func, select
@@ -17,15 +21,28 @@ from crm_core.comms.models import CommunicationRecord
 from crm_core.comms.service import record_fields
 from crm_core.members.models import Address, Card, Member, MemberContact, Organisation
 from crm_core.members.service import load_member, profile_fields
-from crm_core.security.policy import Principal, apply_field_policy
+from crm_core.security.models import OrgUnit
+from crm_core.security.policy import Principal, apply_field_policy, in_scope
 
-Section = Callable[[AsyncSession, Principal, Member], Awaitable[Any]]
+SectionRead = Callable[[AsyncSession, Member], Awaitable[Any]]
+SectionShow = Callable[[Principal, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    read: SectionRead
+    show: SectionShow
+
+
 _SECTIONS: dict[str, Section] = {}
 RECENT_RECORDS = 10
 
 # Section statements are built once with the member id bound per call: constructing a select and
 # its cache key on each call cost ~0.1–0.2 ms per section (members_lookup bench, 1M members).
 _MEMBER_ID = bindparam("member_id", type_=Integer)
+_MEMBER_WITH_UNIT = (
+    select(Member, OrgUnit.path).outerjoin(OrgUnit, OrgUnit.id == Member.org_unit_id).where(Member.id == _MEMBER_ID)
+)
 _CONTACTS = (
     select(MemberContact)
     .where(MemberContact.member_id == _MEMBER_ID)
@@ -42,105 +59,164 @@ _RECENT = (
 )
 
 
-def register_section(name: str, section: Section) -> None:
-    """Add a part to the 360 (e.g. "points", "tickets", "calls"); later registrations replace earlier."""
-    _SECTIONS[name] = section
+def register_section(name: str, read: SectionRead, show: SectionShow) -> None:
+    """Add a part to the 360 (e.g. "points", "tickets", "calls"); later registrations replace earlier.
+
+    `read` must return plain data that does not depend on who asks; `show` must pass every field
+    through `apply_field_policy` (it is the only thing between that data and an agent's screen).
+    """
+    _SECTIONS[name] = Section(read, show)
+
+
+@dataclass(frozen=True, slots=True)
+class Member360Record:
+    """One member's 360 as stored, before any permission applies: never shown as it is, only
+    through `view_member_360` (or `member_360`). Its owner and org unit decide the data scope."""
+
+    member_id: int
+    owner_user_id: int | None
+    org_unit_id: int | None
+    org_unit_path: str | None
+    profile: dict[str, Any]
+    sections: dict[str, Any]
 
 
 async def member_360(session: AsyncSession, principal: Principal, member_id: int) -> dict[str, Any]:
-    """Profile, contacts, addresses, cards, organisation, recent communication records, plus sections."""
+    """Profile, contacts, addresses, cards, organisation, recent communication records, plus sections.
+
+    Raises MemberNotFound when the member is outside the principal's data scope."""
     member = await load_member(session, principal, member_id)
-    view: dict[str, Any] = {"profile": apply_field_policy(principal, "member", profile_fields(member))}
+    return _show(principal, await _read(session, member, None))
+
+
+async def read_member_360(session: AsyncSession, member_id: int) -> Member360Record | None:
+    """The member's 360 unmasked and unscoped (None if there is no such member), to be shown later to
+    one or several principals with `view_member_360`. The same statements as `member_360`."""
+    row = (await session.execute(_MEMBER_WITH_UNIT, {"member_id": member_id})).first()
+    if row is None:
+        return None
+    member, unit_path = row
+    return await _read(session, member, unit_path)
+
+
+def view_member_360(principal: Principal, record: Member360Record) -> dict[str, Any] | None:
+    """What `member_360` returns for `principal`, from a record read earlier; None where `member_360`
+    would raise MemberNotFound (outside the principal's data scope). Pure: no I/O."""
+    if not in_scope(principal, record.owner_user_id, record.org_unit_id, record.org_unit_path):
+        return None
+    return _show(principal, record)
+
+
+async def _read(session: AsyncSession, member: Member, unit_path: str | None) -> Member360Record:
+    sections = {name: await section.read(session, member) for name, section in _SECTIONS.items()}
+    return Member360Record(
+        member_id=member.id,
+        owner_user_id=member.owner_user_id,
+        org_unit_id=member.org_unit_id,
+        org_unit_path=unit_path,
+        profile=profile_fields(member),
+        sections=sections,
+    )
+
+
+def _show(principal: Principal, record: Member360Record) -> dict[str, Any]:
+    view: dict[str, Any] = {"profile": apply_field_policy(principal, "member", record.profile)}
     for name, section in _SECTIONS.items():
-        view[name] = await section(session, principal, member)
+        view[name] = section.show(principal, record.sections[name])
     return view
 
 
-async def _contacts(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
+async def _read_contacts(session: AsyncSession, member: Member) -> list[dict[str, Any]]:
     rows = await session.execute(_CONTACTS, {"member_id": member.id})
-    views = []
-    for c in rows.scalars():
-        # The member's primary mobile follows the member.mobile permission; other numbers are "secondary".
-        entity, field = ("member", "mobile") if c.is_primary else ("contact", "phone")
-        shown = apply_field_policy(principal, entity, {field: c.phone_e164})
-        views.append(
-            {
-                "id": c.id,
-                "kind": c.kind,
-                "phone": shown.get(field),
-                "contact_name": c.contact_name,
-                "relation": c.relation,
-                "primary": c.is_primary,
-            }
-        )
-    return views
-
-
-async def _addresses(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
-    rows = await session.execute(_ADDRESSES, {"member_id": member.id})
     return [
-        apply_field_policy(
-            principal,
-            "address",
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "province": a.province,
-                "city": a.city,
-                "district": a.district,
-                "detail": a.detail,
-                "postcode": a.postcode,
-                "is_default": a.is_default,
-            },
-        )
-        for a in rows.scalars()
-    ]
-
-
-async def _cards(session: AsyncSession, principal: Principal, member: Member) -> list[dict[str, Any]]:
-    rows = await session.execute(_CARDS, {"member_id": member.id})
-    return [
-        apply_field_policy(
-            principal,
-            "card",
-            {"card_no": c.card_no, "status": c.status, "issued_at": c.issued_at.isoformat()},
-        )
+        {
+            "id": c.id,
+            "kind": c.kind,
+            "phone": c.phone_e164,
+            "contact_name": c.contact_name,
+            "relation": c.relation,
+            "primary": c.is_primary,
+        }
         for c in rows.scalars()
     ]
 
 
-async def _organisation(session: AsyncSession, principal: Principal, member: Member) -> dict[str, Any] | None:
+def _show_contacts(principal: Principal, contacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    views = []
+    for c in contacts:
+        # The member's primary mobile follows the member.mobile permission; other numbers are "secondary".
+        entity, field = ("member", "mobile") if c["primary"] else ("contact", "phone")
+        shown = apply_field_policy(principal, entity, {field: c["phone"]})
+        views.append(c | {"phone": shown.get(field)})
+    return views
+
+
+async def _read_addresses(session: AsyncSession, member: Member) -> list[dict[str, Any]]:
+    rows = await session.execute(_ADDRESSES, {"member_id": member.id})
+    return [
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "province": a.province,
+            "city": a.city,
+            "district": a.district,
+            "detail": a.detail,
+            "postcode": a.postcode,
+            "is_default": a.is_default,
+        }
+        for a in rows.scalars()
+    ]
+
+
+def _show_addresses(principal: Principal, addresses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [apply_field_policy(principal, "address", a) for a in addresses]
+
+
+async def _read_cards(session: AsyncSession, member: Member) -> list[dict[str, Any]]:
+    rows = await session.execute(_CARDS, {"member_id": member.id})
+    return [{"card_no": c.card_no, "status": c.status, "issued_at": c.issued_at.isoformat()} for c in rows.scalars()]
+
+
+def _show_cards(principal: Principal, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [apply_field_policy(principal, "card", c) for c in cards]
+
+
+async def _read_organisation(session: AsyncSession, member: Member) -> dict[str, Any] | None:
     if member.organisation_id is None:
         return None
     org = await session.get(Organisation, member.organisation_id)
     if org is None:
         return None
-    return apply_field_policy(
-        principal,
-        "organisation",
-        {
-            "id": org.id,
-            "name": org.name,
-            "org_type": org.org_type,
-            "phone": org.phone_e164,
-            "credit_code": org.credit_code,
-        },
-    )
+    return {
+        "id": org.id,
+        "name": org.name,
+        "org_type": org.org_type,
+        "phone": org.phone_e164,
+        "credit_code": org.credit_code,
+    }
 
 
-async def _communications(session: AsyncSession, principal: Principal, member: Member) -> dict[str, Any]:
+def _show_organisation(principal: Principal, org: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if org is None else apply_field_policy(principal, "organisation", org)
+
+
+async def _read_communications(session: AsyncSession, member: Member) -> tuple[list[dict[str, Any]], int]:
     rows = (await session.execute(_RECENT, {"member_id": member.id})).all()
-    recent = [apply_field_policy(principal, "communication", record_fields(record)) for record, _ in rows]
-    open_count = rows[0].open if rows else 0
+    return [record_fields(record) for record, _ in rows], int(rows[0].open) if rows else 0
+
+
+def _show_communications(principal: Principal, read: tuple[list[dict[str, Any]], int]) -> dict[str, Any]:
+    records, open_count = read
+    recent = [apply_field_policy(principal, "communication", r) for r in records]
     return {
         "recent": recent,
-        "open": int(open_count),
+        "open": open_count,
         "last_contacted_at": recent[0]["created_at"] if recent else None,
     }
 
 
-register_section("contacts", _contacts)
-register_section("addresses", _addresses)
-register_section("cards", _cards)
-register_section("organisation", _organisation)
-register_section("communications", _communications)
+register_section("contacts", _read_contacts, _show_contacts)
+register_section("addresses", _read_addresses, _show_addresses)
+register_section("cards", _read_cards, _show_cards)
+register_section("organisation", _read_organisation, _show_organisation)
+register_section("communications", _read_communications, _show_communications)

@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(default=3, ge=1)
     callback_retry_minutes: int = Field(default=30, ge=1)
 
+    # Agent panel (aiohttp): where it listens, its session cookie and its language.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    session_hours: float = Field(default=12.0, gt=0)
+    cookie_secure: bool = False  # set true behind HTTPS
+    language: str = "zh_CN"  # zh_CN or en; each user may switch
+    # Browser softphones: the server hands each agent the credentials of its own endpoint after login,
+    # so no secret is ever in a page or a script. CTI_SIP_SECRETS is JSON: {"webrtc2001": "…"}.
+    sip_ws_url: str = "ws://127.0.0.1:8088/ws"
+    sip_domain: str = "127.0.0.1"
+    sip_secrets: dict[str, str] = Field(default_factory=dict)
+    # Wrap-up disposition codes offered to agents (configurable per site).
+    dispositions: list[str] = Field(
+        default_factory=lambda: ["resolved", "follow_up", "transferred", "wrong_number", "complaint", "sale"]
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

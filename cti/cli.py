@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Coroutine
@@ -66,6 +67,19 @@ def db_current(settings: Settings) -> None:
 
 
 # ---------------------------------------------------------------- users
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="listen address (default CTI_HTTP_HOST)")
+@click.option("--port", type=int, default=None, help="listen port (default CTI_HTTP_PORT)")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Run the agent panel, its API and WebSocket, and the CTI engine (AMI) in one process."""
+    from agent_panel.server import serve as run_server
+
+    updates = {k: v for k, v in {"http_host": host, "http_port": port}.items() if v is not None}
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _run(run_server(settings.model_copy(update=updates)))
 
 
 @main.group()

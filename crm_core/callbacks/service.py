@@ -262,6 +262,13 @@ def _close(callback: Callback, reason: str, now: dt.datetime, linkedid: str | No
     callback.closed_by_linkedid = linkedid
 
 
+async def open_callback_numbers(session: AsyncSession) -> set[str]:
+    """The numbers (E.164) that have an open or claimed callback: the only ones an answered call can
+    close, so the telephony side asks `close_for_answered_call` for these alone."""
+    rows = await session.execute(select(Callback.phone_e164).where(Callback.status != "closed").distinct())
+    return {phone for (phone,) in rows}
+
+
 async def close_for_answered_call(
     session: AsyncSession, phone_raw: str | None, direction: str, linkedid: str
 ) -> int | None:
@@ -285,6 +292,17 @@ async def close_for_answered_call(
     )
     row = result.first()
     return None if row is None else int(row[0])
+
+
+async def number_to_dial(session: AsyncSession, principal: Principal, callback_id: int) -> tuple[str, int | None]:
+    """The callback's number and member, for the claiming agent's click-to-dial only: the agent dials
+    it by id and never sees it unmasked."""
+    callback = await session.get(Callback, callback_id)
+    if callback is None:
+        raise CallbackError(f"callback {callback_id} not found")
+    if callback.status != "claimed" or callback.claimed_by_user_id != principal.user_id:
+        raise CallbackError(f"claim callback {callback_id} before dialling it")
+    return callback.phone_e164, callback.member_id
 
 
 async def list_callbacks(

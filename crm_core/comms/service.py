@@ -37,9 +37,28 @@ async def _member_in_scope(session: AsyncSession, principal: Principal, member_i
         raise MemberNotFound(f"member {member_id} not found")
 
 
-async def add_record(session: AsyncSession, principal: Principal, data: CommunicationIn) -> int:
+async def add_record(
+    session: AsyncSession, principal: Principal, data: CommunicationIn, *, replace_for_call: bool = False
+) -> int:
+    """Add a record. With `replace_for_call`, the principal's own record of the same call is updated
+    instead (a wrap-up saved twice, e.g. after a network retry, leaves one record)."""
     check_writable(principal, "communication", ["summary"])
     await _member_in_scope(session, principal, data.member_id)
+    if replace_for_call and data.call_id:
+        existing = (
+            await session.execute(
+                select(CommunicationRecord).where(
+                    CommunicationRecord.call_id == data.call_id,
+                    CommunicationRecord.agent_user_id == (principal.user_id or None),
+                )
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            for name in ("member_id", "direction", "category", "urgency", "status", "summary", "contact_name"):
+                setattr(existing, name, getattr(data, name))
+            existing.phone_e164 = data.phone
+            await session.flush()
+            return existing.id
     record = CommunicationRecord(
         member_id=data.member_id,
         direction=data.direction,

@@ -327,6 +327,29 @@ async def add_contact(session: AsyncSession, principal: Principal, member_id: in
     return row.id
 
 
+async def link_number(
+    session: AsyncSession, principal: Principal, member_id: int, number: str, kind: str = "mobile"
+) -> int | None:
+    """Attach a caller's number to a member, so the next call from it matches (the agent confirmed
+    who is calling). Agents may do this although they see secondary numbers masked: they only add the
+    number their own phone showed. Returns the new contact's id, or None when the member has it already.
+    """
+    if kind not in ("mobile", "home", "work"):
+        raise ValueError(f"unknown contact kind {kind!r}")
+    member = await load_member(session, principal, member_id)
+    e164 = v.clean_phone(number)
+    existing = await session.execute(
+        select(MemberContact.id).where(MemberContact.member_id == member_id, MemberContact.phone_e164 == e164)
+    )
+    if existing.first() is not None:
+        return None
+    row = MemberContact(member_id=member_id, kind=kind, phone_e164=e164)
+    session.add(row)
+    _record_change(session, principal, member, f"contact.{kind}", None, e164)
+    await session.flush()
+    return row.id
+
+
 async def add_address(session: AsyncSession, principal: Principal, member_id: int, address: AddressIn) -> int:
     check_writable(principal, "address", ["detail"])
     await load_member(session, principal, member_id)

@@ -58,3 +58,18 @@ class FieldPermissionRow(Base):
     entity: Mapped[str] = mapped_column(String(32))
     field: Mapped[str] = mapped_column(String(64))
     level: Mapped[str] = mapped_column(String(16))  # hidden | masked | read | write
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie carries a random token, the table only its SHA-256, so a
+    leaked database does not leak live sessions. Kept in the database so a restart logs nobody out."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    remote: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))

@@ -1,0 +1,183 @@
+"""Every route and the WebSocket: refused without a session, refused for the wrong role, refused
+without the CSRF token; sign-in with lockout, sign-out that ends the session everywhere."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+import pytest
+from aiohttp import WSServerHandshakeError
+
+from agent_panel.auth import COOKIE
+from tests.panel.conftest import Panel, login
+
+# Routes every signed-in role may use vs. routes for those who take calls (agents, supervisors, admins).
+STAFF_ONLY = re.compile(r"^/($|callbacks|partials/callbacks|ws|api/v1/(softphone|agent|dial|wrapup|callbacks|queues))")
+SUPERVISOR_ONLY = re.compile(r"^/api/v1/broadcast")
+PUBLIC = {"/login"}
+
+
+def concrete(info: dict[str, object]) -> str | None:
+    """A path the route's own pattern accepts: a number for ids, the first choice of an alternation."""
+    if "path" in info:
+        return str(info["path"])
+    pattern = info.get("pattern")
+    if not isinstance(pattern, re.Pattern):
+        return None
+
+    def sample(match: re.Match[str]) -> str:
+        body = match.group(2)
+        return body.split("|")[0] if "|" in body else "1"
+
+    return re.sub(r"\(\?P<(\w+)>([^)]*)\)", sample, pattern.pattern).replace("\\", "")
+
+
+def routes(panel: Panel) -> list[tuple[str, str]]:
+    out = []
+    for route in panel.app.router.routes():
+        path = concrete(route.resource.get_info()) if route.resource else None
+        if not path or path.startswith("/static") or route.method == "HEAD":
+            continue
+        out.append((route.method, path))
+    return sorted(set(out))
+
+
+def test_every_route_is_declared(panel: Panel) -> None:
+    found = routes(panel)
+    assert ("GET", "/ws") in found and ("POST", "/api/v1/dial") in found
+    assert len(found) >= 25
+
+
+async def test_every_route_refused_without_a_session(panel: Panel) -> None:
+    async with panel.client() as client:
+        for method, path in routes(panel):
+            if path in PUBLIC:
+                continue
+            response = await client.request(method, path, allow_redirects=False)
+            if method == "GET" and not path.startswith(("/api/", "/partials/", "/ws")):
+                assert response.status == 303, (method, path)
+                assert response.headers["Location"].startswith("/login?next=")
+            else:
+                assert response.status == 401, (method, path, response.status)
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws")
+        assert refused.value.status == 401
+
+
+async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
+    staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}")
+    for username, denied in (("staff1", staff_denied), ("agent1", SUPERVISOR_ONLY)):
+        async with panel.client() as client:
+            csrf = await login(client, username)
+            for method, path in routes(panel):
+                if path in PUBLIC or path == "/logout":
+                    continue
+                response = await client.request(
+                    method, path, headers={"X-CSRF-Token": csrf}, json={}, allow_redirects=False
+                )
+                if denied.match(path):
+                    assert response.status == 403, (username, method, path, response.status)
+                else:
+                    assert response.status != 403, (username, method, path, await response.text())
+    async with panel.client() as client:
+        await login(client, "staff1")
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws")
+        assert refused.value.status == 403
+
+
+async def test_state_changes_need_the_csrf_token(panel: Panel) -> None:
+    async with panel.client() as client:
+        csrf = await login(client, "sup1")
+        no_token = await client.post("/api/v1/broadcast", json={"text": "hello"})
+        assert no_token.status == 403
+        wrong = await client.post("/api/v1/broadcast", json={"text": "hello"}, headers={"X-CSRF-Token": "x" * 43})
+        assert wrong.status == 403
+        ok = await client.post("/api/v1/broadcast", json={"text": "hello"}, headers={"X-CSRF-Token": csrf})
+        assert ok.status == 200
+        assert (await ok.json())["banner"]["text"] == "hello"
+        logout = await client.post("/logout", allow_redirects=False)
+        assert logout.status == 403  # sign-out is a state change too
+
+
+async def test_login_refuses_a_forged_form(panel: Panel) -> None:
+    async with panel.client() as client:
+        response = await client.post(
+            "/login", data={"username": "agent1", "password": "correct horse battery", "csrf_token": "forged"}
+        )
+        assert response.status == 403
+        assert COOKIE not in {c.key for c in client.cookie_jar}
+
+
+async def _try_login(client: aiohttp.ClientSession, username: str, password: str) -> int:
+    page = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+    assert token is not None
+    response = await client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token.group(1)}, allow_redirects=False
+    )
+    return response.status
+
+
+async def test_lockout_after_five_failures_and_no_hint_which(panel: Panel) -> None:
+    async with panel.client() as client:
+        for _ in range(5):
+            assert await _try_login(client, "agent1", "wrong") == 401
+        # The right password, but locked: the same answer as a wrong one or an unknown user.
+        assert await _try_login(client, "agent1", "correct horse battery") == 401
+        assert await _try_login(client, "nobody", "x") == 401
+        assert COOKIE not in {c.key for c in client.cookie_jar}
+    async with panel.client() as client:
+        await login(client, "agent2")  # other accounts are not affected
+
+
+async def test_logout_ends_the_session_and_its_websocket(panel: Panel) -> None:
+    async with panel.client() as client:
+        csrf = await login(client, "agent1")
+        ws = await client.ws_connect("/ws")
+        first = await ws.receive_json(timeout=5)
+        assert first["type"] == "resync"
+        token = next(c.value for c in client.cookie_jar if c.key == COOKIE)
+        out = await client.post("/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False)
+        assert out.status == 303
+        closed = await ws.receive(timeout=5)
+        assert ws.closed or closed.type.name in ("CLOSE", "CLOSED", "CLOSING")
+        # The old cookie no longer opens anything, even replayed by hand.
+        client.cookie_jar.update_cookies({COOKIE: token})
+        again = await client.get("/api/v1/me")
+        assert again.status == 401
+
+
+async def test_open_redirect_is_refused(panel: Panel) -> None:
+    async with panel.client() as client:
+        page = await client.get("/login?next=//evil.example/x")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+        assert token is not None
+        response = await client.post(
+            "/login",
+            data={
+                "username": "agent1",
+                "password": "correct horse battery",
+                "csrf_token": token.group(1),
+                "next": "https://evil.example/",
+            },
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        assert response.headers["Location"] == "/"
+
+
+async def test_softphone_credentials_only_for_the_agents_own_seat(panel: Panel) -> None:
+    async with panel.client() as client:
+        await login(client, "agent1")
+        response = await client.get("/api/v1/softphone")
+        assert response.status == 200
+        creds = await response.json()
+        assert creds["authorization_user"] == "webrtc2001" and creds["password"] == "s3cret-2001"
+        assert response.headers["Cache-Control"] == "no-store"
+    async with panel.client() as client:
+        await login(client, "agent2")  # a seat without configured credentials gets none, not another's
+        response = await client.get("/api/v1/softphone")
+        assert response.status == 409
+        assert "s3cret" not in await response.text()
