@@ -1,9 +1,12 @@
-"""The demo: a real Asterisk sandbox, the CTI engine on the seeded CRM, simulated callers and agents.
+"""The demo: a real Asterisk sandbox, the panel server with its CTI engine on the seeded CRM,
+simulated callers and a simulated colleague.
 
-Started by scripts/demo after the database is migrated and seeded. Every few seconds a caller (a demo
-member's mobile, or now and then an unknown number) rings the 400 lines; the simulated agents' phones
-answer most calls after a short ring. The terminal shows what an agent's panel would: the screen pop
-before answering, then the call-log outcome. Ctrl-C (or --duration) stops everything it started.
+Started by scripts/demo after the database is migrated and seeded. Open the printed address, sign in
+as agent1 (or agent2) and press "Log in to queues" and "Ready": the browser softphone registers and
+every few seconds a caller (a demo member's mobile, or now and then an unknown number) rings the 400
+lines; the card pops while the phone rings. A simulated colleague on a SIP phone answers calls the
+humans leave ringing for a while (so the queue keeps moving). The terminal shows each pop and outcome.
+Ctrl-C (or --duration) stops everything it started.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
@@ -24,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from asterisk_sandbox import BaresipPhone, Sandbox
 
+from agent_panel.server import start_panel
 from crm_core.db import make_engine, make_sessionmaker, transaction
 from crm_core.demo import ensure_demo_users
 from crm_core.members.models import Member
@@ -35,7 +40,8 @@ from cti.screenpop import ScreenPop
 
 console = Console()
 DIDS = ("4008001234", "4008001235")
-AGENT_SEATS = {"agent1": "agent1001", "agent2": "agent1002"}
+BROWSER_SEATS = {"agent1": "webrtc2001", "agent2": "webrtc2002"}
+ROBOT_SEATS = ("agent1001",)
 
 
 def show(event: DomainEvent) -> None:
@@ -60,14 +66,15 @@ def show(event: DomainEvent) -> None:
         )
 
 
-async def agent_loop(phone: BaresipPhone, rng: random.Random) -> None:
-    """Answer about four calls in five after 1–4 s of ringing; talk 5–12 s."""
+async def agent_loop(phone: BaresipPhone, rng: random.Random, ring_seconds: tuple[float, float]) -> None:
+    """Answer about four calls in five after `ring_seconds` of ringing (a human in the browser is
+    offered the same calls and usually answers first); talk 5–12 s."""
     while True:
         mark = phone.mark()
         await phone.wait_for_event("CALL_INCOMING", since=mark, timeout=3600)
         if rng.random() < 0.2:
             continue  # let this one ring out: the caller abandons and a callback appears
-        await asyncio.sleep(rng.uniform(1, 4))
+        await asyncio.sleep(rng.uniform(*ring_seconds))
         with contextlib.suppress(Exception):
             await phone.accept()
             await asyncio.sleep(rng.uniform(5, 12))
@@ -93,13 +100,13 @@ async def caller_loop(engine: CtiEngine, numbers: list[str], rng: random.Random,
         await asyncio.sleep(rng.expovariate(1 / interval))
 
 
-async def main(duration: float | None, interval: float) -> None:
+async def main(duration: float | None, interval: float, robots: int, port: int) -> None:
     settings = Settings()
     await ensure_demo_users(settings)
     db = make_engine(settings.database_url)
     sessions = make_sessionmaker(db)
     async with transaction(sessions) as session:
-        for username, endpoint in AGENT_SEATS.items():
+        for username, endpoint in BROWSER_SEATS.items():
             await session.execute(update(User).where(User.username == username).values(agent_endpoint=endpoint))
         numbers = list(
             (
@@ -108,30 +115,40 @@ async def main(duration: float | None, interval: float) -> None:
         )
     numbers = [n.removeprefix("+86") for n in numbers if n]
     console.print("[bold]member-cti demo[/]: starting the Asterisk sandbox …")
-    sandbox = Sandbox.up(agents=2, customers=1, instance="demo", wrapup_seconds=3)
+    sandbox = Sandbox.up(agents=len(ROBOT_SEATS), customers=1, instance="demo", wrapup_seconds=5)
     engine = None
+    runner = None
     try:
-        ami = sandbox.state["ami"]
-        engine = CtiEngine(
-            settings.model_copy(
-                update={
-                    "ami_host": ami["host"],
-                    "ami_port": ami["port"],
-                    "ami_user": ami["user"],
-                    "ami_secret": ami["secret"],
-                }
-            ),
-            sessions,
+        st = sandbox.state
+        ami = st["ami"]
+        settings = settings.model_copy(
+            update={
+                "ami_host": ami["host"],
+                "ami_port": ami["port"],
+                "ami_user": ami["user"],
+                "ami_secret": ami["secret"],
+                "http_port": port,
+                "sip_ws_url": st["http"]["ws_url"],
+                "sip_domain": st["http"]["host"],
+                "sip_secrets": {e: st["endpoints"][e]["secret"] for e in BROWSER_SEATS.values()},
+            }
         )
+        engine = CtiEngine(settings, sessions)
         engine.bus.subscribe(show, (ScreenPop, CallEnded), name="demo-console")
-        await engine.start(wait=20)
+        runner = await start_panel(settings, engine)
+        await engine.ami.wait_connected(20)
         rng = random.Random(7)
-        phones = [await sandbox.phone(name).connect() for name in ("agent1001", "agent1002")]
+        phones = [await sandbox.phone(name).connect() for name in ROBOT_SEATS[:robots]]
+        for seat in ROBOT_SEATS[:robots]:
+            await engine.agents.login(seat, name=f"模拟坐席 {seat[-4:]}")
+        password = os.environ.get("CTI_DEMO_PASSWORD", "cti-demo-only")
         console.print(
-            f"AMI {ami['host']}:{ami['port']}, database {settings.database_url}. "
-            "Simulated callers ring 4008001234 / 4008001235; Ctrl-C stops."
+            f"\n[bold green]Open http://127.0.0.1:{port}/[/] and sign in as [bold]agent1[/] (or agent2), "
+            f"password [bold]{password}[/].\nPress 'Log in to queues', then 'Ready': calls start ringing in the "
+            "browser within seconds.\nOther users: supervisor1, staff1, admin (same password). "
+            f"AMI {ami['host']}:{ami['port']}, database {settings.database_url}. Ctrl-C stops.\n"
         )
-        tasks = [asyncio.create_task(agent_loop(p, rng)) for p in phones]
+        tasks = [asyncio.create_task(agent_loop(p, rng, (8.0, 14.0))) for p in phones]
         tasks.append(asyncio.create_task(caller_loop(engine, numbers, rng, interval)))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -144,7 +161,9 @@ async def main(duration: float | None, interval: float) -> None:
         for phone in phones:
             await phone.close()
     finally:
-        if engine is not None:
+        if runner is not None:
+            await runner.cleanup()  # stops the engine too
+        elif engine is not None:
             await engine.stop()
         sandbox.down(purge=True)
         await db.dispose()
@@ -154,7 +173,9 @@ async def main(duration: float | None, interval: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--interval", type=float, default=6.0, help="mean seconds between new callers")
+    parser.add_argument("--interval", type=float, default=12.0, help="mean seconds between new callers")
+    parser.add_argument("--robots", type=int, default=1, choices=range(len(ROBOT_SEATS) + 1), help="simulated agents")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("CTI_HTTP_PORT", "8080")), help="panel port")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(main(args.duration, args.interval))
+    asyncio.run(main(args.duration, args.interval, args.robots, args.port))
