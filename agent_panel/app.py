@@ -74,6 +74,7 @@ def create_app(
 async def _run_hub(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     await hub.start()
+    app[ENGINE].callbacks.on_change = hub.callbacks_changed
     app[ENGINE].bus.subscribe(
         hub,
         (ScreenPop, AgentStateChanged, CallAnswered, CallEnded, CallOffered, CallAbandoned, CallMissed),

@@ -130,7 +130,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not sent or not hmac.compare_digest(sent, info.csrf_token):
             return _refuse(request, 403, "missing or wrong CSRF token")
     request[SESSION_KEY] = info
-    request[TOKEN_KEY] = token
+    request[TOKEN_KEY] = token or ""
     return await handler(request)
 
 

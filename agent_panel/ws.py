@@ -213,10 +213,7 @@ class Hub:
             self._stats_dirty.set()
         elif isinstance(event, CallEnded):
             self._on_call_ended(event)
-        elif isinstance(event, CallAbandoned | CallMissed):
-            self.broadcast("callbacks_changed", {"linkedid": event.linkedid}, roles=(Role.AGENT, Role.SUPERVISOR))
-            self._stats_dirty.set()
-        elif isinstance(event, CallOffered):
+        elif isinstance(event, CallAbandoned | CallMissed | CallOffered):
             self._stats_dirty.set()
 
     def _on_pop(self, pop: ScreenPop) -> None:
@@ -298,6 +295,12 @@ class Hub:
                 self.queue_stats = stats
                 self.broadcast("queues", {"queues": stats})
             await asyncio.sleep(QUEUE_STATS_EVERY)
+
+    def callbacks_changed(self, callback_id: int) -> None:
+        """A callback was opened, claimed or closed (and committed): lists refresh."""
+        self.broadcast(
+            "callbacks_changed", {"callback_id": callback_id}, roles=(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)
+        )
 
     # ------------------------------------------------------------------ banners
     def post_banner(self, text: str, by: str) -> dict[str, Any]:

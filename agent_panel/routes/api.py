@@ -334,7 +334,7 @@ async def callback_action(request: web.Request) -> web.Response:
                     linkedid=attempt.linkedid,
                     note=attempt.note,
                 )
-        app[HUB].broadcast("callbacks_changed", {"callback_id": callback_id})
+        app[HUB].callbacks_changed(callback_id)
         return web.json_response({"callback_id": callback_id, "status": status})
 
     result = await guarded(run)

@@ -1,0 +1,201 @@
+"""The agent panel end to end, in real Chromium against the real Asterisk sandbox and the server.
+
+An agent signs in, the softphone registers, a customer phone calls the 400 number, the pop shows the
+right member before the answer, the agent answers in the browser and audio flows both ways, hangs up,
+saves the wrap-up and the communication record exists. Click-to-dial from a member page rings the
+browser, then the customer. A missed call becomes a callback that only one of two agents can claim.
+Screenshots of each key screen go to var/test-artefacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from asterisk_sandbox import BaresipPhone
+from playwright.async_api import Page, expect
+from sqlalchemy import select
+
+from crm_core.callbacks.models import Callback
+from crm_core.calllog.models import Call
+from crm_core.comms.models import CommunicationRecord
+from crm_core.db import read_session
+from crm_core.security.models import User
+from tests.browser.conftest import Stack
+from tests.db import factories
+from tests.panel.conftest import login as api_login
+
+pytestmark = pytest.mark.e2e
+MEMBER_NUMBER = "13800138001"  # cust1's caller ID
+UNKNOWN_NUMBER = "13800138002"  # cust2's
+
+
+async def sign_in(stack: Stack, page: Page, username: str) -> None:
+    await page.goto(f"{stack.base_url}/login")
+    await page.fill("#username", username)
+    await page.fill("#password", factories.PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{stack.base_url}/")
+    await expect(page.locator("#sip-status")).to_have_attribute("data-status", "registered", timeout=15_000)
+
+
+async def make_ready(page: Page) -> None:
+    await page.click("#btn-login")
+    await page.click("#btn-ready")
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+async def member_id(stack: Stack) -> int:
+    joined = await factories.member(stack.sessions, stack.settings, name="王芳", mobile=MEMBER_NUMBER)
+    return joined.member_id
+
+
+@pytest.fixture(scope="module")
+async def agent(stack: Stack, member_id: int) -> AsyncIterator[Page]:
+    page = await stack.chromium.context.new_page()
+    page.on("console", lambda msg: print("console:", msg.type, msg.text) if msg.type == "error" else None)
+    await sign_in(stack, page, "agent1")
+    await make_ready(page)
+    yield page
+    await page.close()
+
+
+@pytest.fixture
+async def customer(stack: Stack) -> AsyncIterator[BaresipPhone]:
+    phone = await stack.sandbox.phone("cust1").connect()
+    yield phone
+    with contextlib.suppress(Exception):
+        await phone.command("hangupall", "all")
+    await phone.close()
+
+
+async def test_inbound_call_pops_answers_talks_and_wraps_up(
+    stack: Stack, agent: Page, customer: BaresipPhone, member_id: int
+) -> None:
+    page = agent
+    await customer.dial("4008001234")
+    pop = page.locator("#pop")
+    # The card is there while the phone still rings: the member's name, the line and the queue.
+    await expect(pop.locator(".member-card h2")).to_contain_text("王芳", timeout=10_000)
+    await expect(page.locator("#btn-answer")).to_be_enabled(timeout=5_000)
+    await expect(pop).to_contain_text("4008001234")
+    await expect(pop).to_contain_text("会员服务")  # the member-service queue, in the default language
+    await page.screenshot(path=stack.screenshot_path("1-screen-pop-ringing"), full_page=True)
+
+    await page.click("#btn-answer")
+    await customer.wait_for_event("CALL_ESTABLISHED", timeout=10)
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "on_call", timeout=10_000)
+    await asyncio.sleep(2.5)
+    stats = await page.evaluate("window.panel.phone.stats()")
+    assert stats["sent"] > 1000 and stats["received"] > 1000, stats
+    await page.screenshot(path=stack.screenshot_path("2-in-call"), full_page=True)
+
+    await page.click("#btn-hangup")
+    wrapup = page.locator("#wrapup")
+    await expect(wrapup).to_be_visible(timeout=10_000)
+    linkedid = await wrapup.locator("input[name=linkedid]").input_value()
+    assert linkedid
+    await wrapup.locator("select[name=disposition]").select_option("resolved")
+    await wrapup.locator("select[name=category]").select_option("complaint")
+    await wrapup.locator("textarea[name=summary]").fill("会员投诉积分未到账，已核实并补录")
+    await page.screenshot(path=stack.screenshot_path("3-wrap-up"), full_page=True)
+    await page.click("#btn-wrapup")
+    await expect(wrapup).to_be_hidden(timeout=5_000)
+
+    async with read_session(stack.sessions) as session:
+        record = (
+            await session.execute(select(CommunicationRecord).where(CommunicationRecord.call_id == linkedid))
+        ).scalar_one()
+        call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one()
+    assert record.member_id == member_id and record.category == "complaint" and record.direction == "in"
+    assert "补录" in record.summary
+    assert call.disposition == "resolved" and call.outcome == "answered" and call.member_id == member_id
+    assert call.agent_endpoint == "webrtc2001"
+
+
+async def test_click_to_dial_from_member_page_rings_browser_then_customer(
+    stack: Stack, agent: Page, customer: BaresipPhone, member_id: int
+) -> None:
+    page = agent
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
+    member_page = await stack.chromium.context.new_page()
+    try:
+        await member_page.goto(f"{stack.base_url}/members/{member_id}")
+        await expect(member_page.locator(".member-card h2")).to_contain_text("王芳")
+        await member_page.screenshot(path=stack.screenshot_path("4-member-360"), full_page=True)
+        mark = customer.mark()
+        await member_page.locator(".phones button.dial").first.click()
+        # The agent's own softphone rings first (the workspace tab), then the customer.
+        await expect(page.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+        await page.click("#btn-answer")
+        await customer.wait_for_event("CALL_INCOMING", since=mark, timeout=10)
+        await customer.accept()
+        await customer.wait_for_event("CALL_ESTABLISHED", since=mark, timeout=10)
+        await expect(page.locator("#agent-state")).to_have_attribute("data-state", "on_call", timeout=10_000)
+        await asyncio.sleep(1.5)
+        stats = await page.evaluate("window.panel.phone.stats()")
+        assert stats["received"] > 0 and stats["sent"] > 0, stats
+        await customer.hangup()
+        await expect(page.locator("#wrapup")).to_be_visible(timeout=10_000)
+        linkedid = await page.locator("#wrapup input[name=linkedid]").input_value()
+        async with read_session(stack.sessions) as session:
+            call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
+        for _ in range(50):
+            if call is not None and call.state == "ended":
+                break
+            await asyncio.sleep(0.1)
+            async with read_session(stack.sessions) as session:
+                call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
+        assert call is not None and call.direction == "outbound" and call.outcome == "answered"
+        assert call.callee_e164 == "+86" + MEMBER_NUMBER
+        await page.locator("#wrapup textarea[name=summary]").fill("回访完成")
+        await page.click("#btn-wrapup")
+        await expect(page.locator("#wrapup")).to_be_hidden(timeout=5_000)
+    finally:
+        await member_page.close()
+
+
+async def test_missed_call_becomes_a_callback_claimed_once(stack: Stack, agent: Page) -> None:
+    page = agent
+    await page.select_option("#pause-reason", "break")
+    await page.click("#btn-pause")
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "paused", timeout=10_000)
+    caller = await stack.sandbox.phone("cust2").connect()
+    try:
+        await caller.dial("4008001234")
+        await asyncio.sleep(3)
+        await caller.hangup()  # abandoned in the queue: nobody was ready
+    finally:
+        await caller.close()
+    item = page.locator("#team-callbacks li.callback").first
+    await expect(item).to_be_visible(timeout=10_000)
+    await page.screenshot(path=stack.screenshot_path("5-callback-queue"), full_page=True)
+    callback_id = int(await item.get_attribute("data-callback-id") or "0")
+
+    # agent2 claims through the API at the same moment agent1 clicks Claim in the browser.
+    async with aiohttp.ClientSession(base_url=stack.base_url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        csrf = await api_login(other, "agent2")
+        button = await item.locator("button.cb-claim").element_handle()
+        assert button is not None
+        # Both claims leave at once: agent1's click in the page (not waiting for the list to settle).
+        results = await asyncio.gather(
+            button.evaluate("b => b.click()"),
+            other.post(f"/api/v1/callbacks/{callback_id}/claim", headers={"X-CSRF-Token": csrf}),
+        )
+        other_status = results[1].status
+    await asyncio.sleep(1)
+    async with read_session(stack.sessions) as session:
+        callback = await session.get(Callback, callback_id)
+        users = dict((await session.execute(select(User.id, User.username))).all())
+    assert callback is not None and callback.status == "claimed"
+    winner = users[callback.claimed_by_user_id]
+    assert (winner == "agent2") == (other_status == 200)
+    assert other_status in (200, 409)
+    if winner == "agent1":
+        await expect(page.locator("#my-callbacks li.callback")).to_have_count(1, timeout=5_000)
+    await page.click("#btn-ready")
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
