@@ -334,17 +334,14 @@ class Hub:
             last = int(request.query.get("last_seq", "-1"))
         except ValueError:
             last = -1
-        oldest = stream.frames[0][0] if stream.frames else stream.seq + 1
-        if 0 <= last <= stream.seq and (last >= oldest - 1 or last == stream.seq):
-            for seq, frame in stream.frames:
-                if seq > last:
-                    conn.offer(frame)
-            conn.offer(json.dumps({"seq": stream.seq, "type": "resumed", "data": {"from": last}}))
-        else:
+        if not await self._replay(ws, stream, last):
             data = self.resync_data(stream, language)
             if data["call"] is not None and "html" in data["call"] and language not in data["call"]["html"]:
                 data["call"] = None  # rendered for another language; the next event brings it
             conn.offer(json.dumps({"seq": stream.seq, "type": "resync", "data": data}, ensure_ascii=False))
+        else:
+            conn.offer(json.dumps({"seq": stream.seq, "type": "resumed", "data": {"from": last}}))
+        # No await between the replay's last check and this: no frame can fall between the two.
         stream.connections.add(conn)
         writer = asyncio.create_task(self._writer(stream, conn))
         try:
@@ -359,6 +356,22 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         return ws
+
+    async def _replay(self, ws: web.WebSocketResponse, stream: UserStream, last: int) -> bool:
+        """Send the frames after `last` straight to the socket (a long replay must not trip the
+        slow-client limit of the live queue). False when they are no longer all buffered."""
+        if not 0 <= last <= stream.seq:
+            return False
+        sent = last
+        while True:
+            pending = [(seq, frame) for seq, frame in stream.frames if seq > sent]
+            if not pending:
+                return True
+            if pending[0][0] != sent + 1:
+                return False  # fell out of the buffer (before or during the replay)
+            for seq, frame in pending:
+                await ws.send_str(frame)
+                sent = seq
 
     async def _writer(self, stream: UserStream, conn: Connection) -> None:
         try:

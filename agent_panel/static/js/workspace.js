@@ -12,7 +12,7 @@ const state = { call: null, memberId: null, wrapupTimer: null, waitTimer: null }
 
 // ------------------------------------------------------------------ softphone
 const phone = new Softphone($("remote-audio"));
-window.panel = { phone, state, frames: [] };
+window.panel = { phone, state, frames: [], pops: [] };
 
 function setCallButtons(mode) {
   const inCall = mode === "in_call";
@@ -96,6 +96,9 @@ function showPop(data) {
   state.call = data;
   state.memberId = data.member_id || null;
   if (window.htmx) window.htmx.process(pop);
+  // For the screen-pop benchmark: when the card was in the DOM (epoch ms, sub-ms precision).
+  window.panel.pops.push({ linkedid: data.linkedid, rendered_at: performance.timeOrigin + performance.now() });
+  if (window.panel.pops.length > 1000) window.panel.pops.shift();
   clearInterval(state.waitTimer);
   const since = data.queued_at || data.ringing_at;
   const tick = () => {
