@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_core.calllog.models import Call
 from crm_core.comms.models import CommunicationRecord
 from crm_core.comms.service import record_fields
+from crm_core.loyalty.models import PointsAccount
 from crm_core.members.models import Address, Card, Member, MemberContact, Organisation
 from crm_core.members.service import load_member, profile_fields
 from crm_core.security.models import OrgUnit
@@ -56,6 +58,16 @@ _RECENT = (
     .where(CommunicationRecord.member_id == _MEMBER_ID)
     .order_by(CommunicationRecord.created_at.desc(), CommunicationRecord.id.desc())
     .limit(RECENT_RECORDS)
+)
+RECENT_CALLS = 5
+_CALLS = (
+    select(Call)
+    .where(Call.member_id == _MEMBER_ID, Call.state == "ended")
+    .order_by(Call.started_at.desc(), Call.id.desc())
+    .limit(RECENT_CALLS)
+)
+_POINTS = select(PointsAccount.valid, PointsAccount.pending, PointsAccount.lifetime).where(
+    PointsAccount.member_id == _MEMBER_ID
 )
 
 
@@ -220,3 +232,42 @@ register_section("addresses", _read_addresses, _show_addresses)
 register_section("cards", _read_cards, _show_cards)
 register_section("organisation", _read_organisation, _show_organisation)
 register_section("communications", _read_communications, _show_communications)
+
+
+async def _read_calls(session: AsyncSession, member: Member) -> list[dict[str, Any]]:
+    """The member's last calls with their outcome. The recording is only a flag here: playback goes
+    through the recordings service, which checks access and writes the audit row."""
+    rows = await session.execute(_CALLS, {"member_id": member.id})
+    return [
+        {
+            "id": c.id,
+            "linkedid": c.linkedid,
+            "direction": c.direction,
+            "started_at": c.started_at.isoformat(),
+            "outcome": c.outcome,
+            "queue": c.queue,
+            "agent": c.agent_endpoint,
+            "talk_s": c.talk_s,
+            "disposition": c.disposition,
+            "has_recording": bool(c.recording_file),
+        }
+        for c in rows.scalars()
+    ]
+
+
+def _show_calls(principal: Principal, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [apply_field_policy(principal, "call", c) for c in calls]
+
+
+async def _read_points(session: AsyncSession, member: Member) -> dict[str, int]:
+    row = (await session.execute(_POINTS, {"member_id": member.id})).first()
+    valid, pending, lifetime = row if row is not None else (0, 0, 0)
+    return {"valid": int(valid), "pending": int(pending), "lifetime": int(lifetime)}
+
+
+def _show_points(principal: Principal, points: dict[str, int]) -> dict[str, Any]:
+    return apply_field_policy(principal, "points", points)
+
+
+register_section("calls", _read_calls, _show_calls)
+register_section("points", _read_points, _show_points)

@@ -97,6 +97,11 @@ class CtiEngine:
     async def start(self, *, wait: float | None = 10.0) -> None:
         """Subscribe everything, connect to AMI (resync on every login) and start the clock tick."""
         self.subscribe_all()
+        try:
+            await self.crm.warm_principals()  # the first ring of each agent then waits for no query
+            await self.callbacks.load_open_numbers(attempts=2)
+        except Exception:  # the database is down: both load again on first use
+            log.warning("warming the CRM caches failed; they load on first use", exc_info=True)
         self._unsubscribe = self.ami.on_event(self.feed)
         self.ami.on_connected(self._resync)
         self._ticker = asyncio.create_task(self._tick(), name="tracker-tick")
@@ -110,7 +115,10 @@ class CtiEngine:
         bus.subscribe(self.call_log, (CallProgress, CallEnded), name="call-log", overflow="block")
         bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
         bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
-        bus.subscribe(self.screen_pops, (AgentRinging,), name="screen-pop", maxsize=10_000)
+        # CallOffered starts the caller read before any agent rings; answered or ended calls stop it.
+        bus.subscribe(
+            self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", maxsize=10_000
+        )
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -121,6 +129,8 @@ class CtiEngine:
                 await self._ticker
         await self.ami.close()
         await self.bus.close()
+        await self.screen_pops.close()
+        await self.crm.close()
         await self.call_log.drain()
         await self.agents.drain()
 
@@ -178,3 +188,4 @@ class CtiEngine:
             events = self.tracker.tick(self.clock())
             if events:
                 self.publish(events)
+            self.crm.refresh_principals()  # off the ringing path: reloads those half their ttl old

@@ -1,19 +1,29 @@
-"""Screen pop: when an agent's phone rings, look the caller up and publish what the panel shows.
+"""Screen pop: when an agent's phone rings, publish what the panel shows about the caller.
 
-Runs as a bus subscriber on AgentRinging, so the pop is ready before the agent answers.
+The caller is read from the CRM (lookup + the member's unmasked 360) as soon as the call enters a
+queue (CallOffered), before any agent rings; at AgentRinging only the agent's own permissions are
+applied to what was read (`cti.crm.caller_view`, no query), so the pop is ready within milliseconds
+of the ring. While the call waits, the read is renewed every `refresh_after` seconds (30 by
+default, the principal cache's ttl): a caller who waits long is not shown a 360 older than that, and
+a queue full of waiting calls costs one read per call per 30 s, not per ring. A ring whose read is
+still under way (it came within milliseconds of the offer, or the call never queued) waits for it
+in a task of its own, so the pops of other agents and calls behind it are not held up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 from typing import Any
 
 from crm_core.phones import mask_phone
+from crm_core.security.policy import Principal
 from cti.bus import EventBus
-from cti.calls.events import AgentRinging, DomainEvent
-from cti.crm import CrmGateway
+from cti.calls.events import AgentRinging, CallAnswered, CallEnded, CallOffered, DomainEvent
+from cti.crm import CallerRecord, CrmGateway, caller_view
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +46,163 @@ class ScreenPop(DomainEvent):
     lookup_ms: float
 
 
-class ScreenPopper:
-    """Bus subscriber turning AgentRinging into ScreenPop; keeps latency figures for the benchmark."""
+class CallerReadStopped(Exception):
+    """The call's caller read was stopped (engine stop) before it returned anything."""
 
-    def __init__(self, bus: EventBus, crm: CrmGateway) -> None:
+
+class _CallerRead:
+    """The CRM read of one call's caller: read at once, then every `refresh_after` seconds until
+    stopped, so a call that waits long in the queue still pops a recent 360."""
+
+    def __init__(self, crm: CrmGateway, linkedid: str, number: str | None, refresh_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.crm = crm
+        self.number = number
+        self.refresh_after = refresh_after
+        self.first: asyncio.Future[CallerRecord] = loop.create_future()
+        self.latest: CallerRecord | None = None
+        self._stopped = False
+        self._sleeping = False
+        self.task = loop.create_task(self._keep_fresh(), name=f"caller-read:{linkedid}")
+
+    def stop(self) -> None:
+        """No more refreshes. A read under way is let finish (its result is simply not used):
+        cancelling a query mid-flight would cost the pool its connection."""
+        self._stopped = True
+        if self._sleeping:
+            self.task.cancel()
+
+    @property
+    def failed(self) -> bool:
+        return self.first.done() and self.first.exception() is not None
+
+    async def record(self) -> CallerRecord:
+        """The newest read, waiting for the first one if it is still under way."""
+        return self.latest if self.latest is not None else await asyncio.shield(self.first)
+
+    def _fail_first(self, exc: BaseException) -> None:
+        if not self.first.done():
+            self.first.set_exception(exc)
+            self.first.exception()  # retrieved: no "never retrieved" warning when nobody rings
+
+    async def _keep_fresh(self) -> None:
+        try:
+            while True:
+                try:
+                    record = await self.crm.read_caller(self.number)
+                except Exception as exc:
+                    if not self.first.done():
+                        self._fail_first(exc)  # the ring waiting for it fails, as a direct read would
+                        return
+                    log.warning(
+                        "refreshing the caller %s failed (%s); the pop keeps the last read",
+                        mask_phone(self.number),
+                        exc.__class__.__name__,
+                    )
+                else:
+                    self.latest = record
+                    if not self.first.done():
+                        self.first.set_result(record)
+                if self._stopped:
+                    return
+                self._sleeping = True
+                await asyncio.sleep(self.refresh_after)
+                self._sleeping = False
+        finally:
+            self._fail_first(CallerReadStopped())
+
+
+class ScreenPopper:
+    """Bus subscriber: CallOffered starts the caller read, AgentRinging turns it into a ScreenPop for
+    the agent, CallAnswered / CallEnded stop it. Keeps latency figures for the benchmarks.
+
+    Subscribe it to CallOffered, AgentRinging, CallAnswered and CallEnded (`CtiEngine.subscribe_all`).
+    A ring with no read under way (a direct call, a transfer after the answer) starts one and waits for it.
+    """
+
+    def __init__(self, bus: EventBus, crm: CrmGateway, *, refresh_after: float = 30.0, max_calls: int = 10_000) -> None:
         self.bus = bus
         self.crm = crm
+        self.refresh_after = refresh_after
+        self.max_calls = max_calls
         self.latencies_ms: list[float] = []
+        self.failed = 0  # pops that waited for a caller read and failed (logged; the bus counts the others)
+        self._reads: dict[str, _CallerRead] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, event: AgentRinging) -> None:
+    async def __call__(self, event: DomainEvent) -> None:
+        if isinstance(event, AgentRinging):
+            await self._pop(event)
+        elif isinstance(event, CallOffered):
+            self._start_read(event.linkedid, event.caller_number)
+        elif isinstance(event, CallAnswered | CallEnded):
+            self._stop_read(event.linkedid)
+
+    def _start_read(self, linkedid: str, number: str | None) -> _CallerRead:
+        read = self._reads.get(linkedid)
+        if read is None or read.number != number:
+            self._stop_read(linkedid)
+            read = self._reads[linkedid] = _CallerRead(self.crm, linkedid, number, self.refresh_after)
+            self._tasks.add(read.task)  # stopped reads finish their last query: close() still ends them
+            read.task.add_done_callback(self._tasks.discard)
+            while len(self._reads) > self.max_calls:  # CallEnded lost or never sent: forget the oldest
+                self._stop_read(next(iter(self._reads)))
+        return read
+
+    def _stop_read(self, linkedid: str) -> None:
+        read = self._reads.pop(linkedid, None)
+        if read is not None:
+            read.stop()
+
+    def _read_for(self, event: AgentRinging) -> _CallerRead:
+        read = self._reads.get(event.linkedid)
+        if read is None or read.number != event.caller_number or read.failed:
+            read = self._start_read(event.linkedid, event.caller_number)
+        return read
+
+    async def caller_view(
+        self, principal: Principal, event: AgentRinging, read: _CallerRead | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The caller as `principal` may see them, from the call's read (waiting for it if under way)."""
+        read = read or self._read_for(event)
+        return caller_view(principal, await read.record())
+
+    async def _pop(self, event: AgentRinging) -> None:
         started = time.perf_counter()
-        principal = await self.crm.principal_for_endpoint(event.agent)
+        principal = await self.crm.principal_for_endpoint(event.agent)  # cached: no query (see CrmGateway)
+        if principal is None:  # an endpoint with no CRM user: the number only
+            await self._publish_pop(event, None, None, started)
+            return
+        read = self._read_for(event)
+        if read.latest is not None:
+            await self._publish_pop(event, principal, read, started)  # the read is there: no wait
+            return
+        # The caller read is still under way: the pop waits for it in its own task, so the other
+        # agents' pops queued behind this one are not held up (ringall rings many agents at once).
+        # The task keeps this read: the call may be answered (and its read stopped) before it is done.
+        task = asyncio.get_running_loop().create_task(
+            self._publish_pop_later(event, principal, read, started), name=f"screen-pop:{event.linkedid}:{event.agent}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_pop_later(
+        self, event: AgentRinging, principal: Principal, read: _CallerRead, started: float
+    ) -> None:
+        try:
+            await self._publish_pop(event, principal, read, started)
+        except Exception:
+            self.failed += 1
+            log.exception("screen pop failed: call=%s agent=%s", event.linkedid, event.agent)
+
+    async def _publish_pop(
+        self, event: AgentRinging, principal: Principal | None, read: _CallerRead | None, started: float
+    ) -> None:
         candidates: list[dict[str, Any]] = []
         member: dict[str, Any] | None = None
         # An endpoint with no CRM user (a test phone, a misconfigured seat) pops the number only.
         if principal is not None:
-            candidates, member = await self.crm.pop_view(principal, event.caller_number)
+            candidates, member = await self.caller_view(principal, event, read)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.latencies_ms.append(elapsed_ms)
         if len(self.latencies_ms) > 100_000:
@@ -80,3 +231,12 @@ class ScreenPopper:
             elapsed_ms,
         )
         self.bus.publish(pop)
+
+    async def close(self) -> None:
+        """Stop every caller read (on engine stop)."""
+        tasks = list(self._tasks)
+        self._reads.clear()
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.calllog.models import AgentStateLog, Call, CallAgent, CallLeg
 from crm_core.calllog.schemas import CallLogEntry
-from crm_core.db import insert_for, utcnow
+from crm_core.db import Base, insert_for, utcnow
 from crm_core.phones import normalise
 from crm_core.security.models import User
 
@@ -53,18 +53,117 @@ async def _user_ids(session: AsyncSession, endpoints: set[str]) -> dict[str, int
 
 
 async def write_call(session: AsyncSession, entry: CallLogEntry, users: Mapping[str, int] | None = None) -> int | None:
-    """Upsert the call and replace its agents/legs; returns the call id, or None for a stale snapshot.
+    """Upsert one call and replace its agents/legs; returns the call id, or None for a stale snapshot.
 
-    One statement decides: INSERT … ON CONFLICT (pbx, linkedid) DO UPDATE … WHERE stored revision is
-    older. A crash between state changes loses nothing (the next snapshot carries the whole call); a
-    replay or a duplicate changes nothing.
+    The single-call form of `write_calls` (same statements, same revision guard).
     """
+    return (await write_calls(session, [entry], users))[0]
+
+
+async def write_calls(
+    session: AsyncSession, entries: Sequence[CallLogEntry], users: Mapping[str, int] | None = None
+) -> list[int | None]:
+    """Upsert a batch of calls and replace their agents/legs in a constant number of statements.
+
+    Returns, per entry, the call id, or None for a snapshot that changed nothing (stale or superseded
+    by a newer snapshot of the same call in the batch). Statements, whatever the batch size (up to
+    the driver's bind-parameter limit, ~1,200 calls per statement, past which SQLAlchemy splits):
+
+    1. INSERT … VALUES (…), (…) ON CONFLICT (pbx, linkedid) DO UPDATE … WHERE stored revision is
+       older RETURNING id: one statement decides for every call, so a replayed or re-ordered batch
+       never duplicates a call nor moves one backwards, and a crash between two batches loses nothing
+       (the next snapshot carries the whole call);
+    2. DELETE the agents and legs of the calls that changed (two statements);
+    3. INSERT their new agents and legs (one multi-row statement each, when there are any).
+    """
+    if not entries:
+        return []
+    newest: dict[tuple[str, str], CallLogEntry] = {}
+    for entry in entries:
+        key = (entry.pbx, entry.linkedid)
+        kept = newest.get(key)
+        if kept is None or kept.revision < entry.revision:
+            newest[key] = entry
+    # PostgreSQL refuses one statement touching a row twice (hence one entry per call), and two
+    # batches locking the same calls in different orders could deadlock: always lock in key order.
+    batch = [newest[key] for key in sorted(newest)]
     if users is None:  # callers that cache endpoint -> user ids pass them in and save this query
-        endpoints = {a.agent_endpoint for a in entry.agents}
-        if entry.agent_endpoint:
-            endpoints.add(entry.agent_endpoint)
+        endpoints = {a.agent_endpoint for e in batch for a in e.agents}
+        endpoints.update(e.agent_endpoint for e in batch if e.agent_endpoint)
         users = await _user_ids(session, endpoints)
-    values: dict[str, Any] = {
+    now = utcnow()
+    result = await session.execute(_call_upsert(session), [_call_row(e, users, now) for e in batch])
+    written: dict[tuple[str, str], int] = {(pbx, linkedid): int(call_id) for call_id, pbx, linkedid in result}
+    if written:
+        changed = [written[(e.pbx, e.linkedid)] for e in batch if (e.pbx, e.linkedid) in written]
+        await session.execute(delete(_AGENTS).where(_AGENTS.c.call_id.in_(changed)))
+        await session.execute(delete(_LEGS).where(_LEGS.c.call_id.in_(changed)))
+        agent_rows = [
+            {
+                "call_id": written[(e.pbx, e.linkedid)],
+                "seq": seq,
+                "agent_endpoint": offer.agent_endpoint,
+                "agent_user_id": users.get(offer.agent_endpoint),
+                "rang_at": offer.rang_at,
+                "ring_s": offer.ring_s,
+                "answered": offer.answered,
+                "via": offer.via,
+            }
+            for e in batch
+            if (e.pbx, e.linkedid) in written
+            for seq, offer in enumerate(e.agents)
+        ]
+        if agent_rows:
+            await session.execute(insert(_AGENTS), agent_rows)
+        leg_rows = [
+            {
+                "call_id": written[(e.pbx, e.linkedid)],
+                "uniqueid": leg.uniqueid,
+                "channel": leg.channel,
+                "role": leg.role,
+                "started_at": leg.started_at,
+                "answered_at": leg.answered_at,
+                "ended_at": leg.ended_at,
+                "hangup_cause": leg.hangup_cause,
+            }
+            for e in batch
+            if (e.pbx, e.linkedid) in written
+            for leg in e.legs
+        ]
+        if leg_rows:
+            await session.execute(insert(_LEGS), leg_rows)
+    return [written.get((e.pbx, e.linkedid)) if newest[(e.pbx, e.linkedid)] is e else None for e in entries]
+
+
+# Core tables: the batch skips the ORM's per-row bookkeeping (these rows are never loaded as objects here).
+_CALLS = Base.metadata.tables[Call.__tablename__]
+_AGENTS = Base.metadata.tables[CallAgent.__tablename__]
+_LEGS = Base.metadata.tables[CallLeg.__tablename__]
+_UPSERTS: dict[str, Any] = {}
+
+
+def _call_upsert(session: AsyncSession) -> Any:
+    """The calls upsert for the session's dialect, built once (executed with one parameter set per
+    call, which SQLAlchemy sends as one multi-row INSERT … VALUES: its "insertmanyvalues")."""
+    dialect = session.get_bind().dialect.name
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        base = insert_for(dialect, _CALLS)
+        excluded = base.excluded
+        updates: dict[str, Any] = {name: excluded[name] for name in _CALL_COLUMNS}
+        # A later snapshot must not erase what an earlier one learned (the matched member, a recording).
+        for keep in ("member_id", "recording_file", "cti_call_id", "caller_name"):
+            updates[keep] = func.coalesce(excluded[keep], _CALLS.c[keep])
+        stmt = _UPSERTS[dialect] = base.on_conflict_do_update(
+            index_elements=["pbx", "linkedid"],
+            set_=updates,
+            where=_CALLS.c.revision < excluded.revision,
+        ).returning(_CALLS.c.id, _CALLS.c.pbx, _CALLS.c.linkedid)
+    return stmt
+
+
+def _call_row(entry: CallLogEntry, users: Mapping[str, int], now: dt.datetime) -> dict[str, Any]:
+    return {
         "pbx": entry.pbx,
         "linkedid": entry.linkedid,
         "state": entry.state,
@@ -91,59 +190,8 @@ async def write_call(session: AsyncSession, entry: CallLogEntry, users: Mapping[
         "cti_call_id": entry.cti_call_id,
         "transfers": entry.transfers,
         "revision": entry.revision,
-        "updated_at": utcnow(),
+        "updated_at": now,
     }
-    stmt = insert_for(session, Call).values(**values)
-    excluded = stmt.excluded
-    updates = {name: getattr(excluded, name) for name in _CALL_COLUMNS}
-    # A later snapshot must not erase what an earlier one learned (the matched member, a recording).
-    for keep in ("member_id", "recording_file", "cti_call_id", "caller_name"):
-        updates[keep] = func.coalesce(getattr(excluded, keep), getattr(Call, keep))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["pbx", "linkedid"],
-        set_=updates,
-        where=Call.revision < excluded.revision,
-    ).returning(Call.id)
-    call_id = (await session.execute(stmt)).scalar_one_or_none()
-    if call_id is None:
-        return None
-    await session.execute(delete(CallAgent).where(CallAgent.call_id == call_id))
-    if entry.agents:
-        await session.execute(
-            insert_for(session, CallAgent),
-            [
-                {
-                    "call_id": call_id,
-                    "seq": seq,
-                    "agent_endpoint": offer.agent_endpoint,
-                    "agent_user_id": users.get(offer.agent_endpoint),
-                    "rang_at": offer.rang_at,
-                    "ring_s": offer.ring_s,
-                    "answered": offer.answered,
-                    "via": offer.via,
-                }
-                for seq, offer in enumerate(entry.agents)
-            ],
-        )
-    await session.execute(delete(CallLeg).where(CallLeg.call_id == call_id))
-    if entry.legs:
-        await session.execute(
-            insert_for(session, CallLeg),
-            [
-                {
-                    "call_id": call_id,
-                    "uniqueid": leg.uniqueid,
-                    "channel": leg.channel,
-                    "role": leg.role,
-                    "started_at": leg.started_at,
-                    "answered_at": leg.answered_at,
-                    "ended_at": leg.ended_at,
-                    "hangup_cause": leg.hangup_cause,
-                }
-                for leg in entry.legs
-            ],
-        )
-    return int(call_id)
 
 
 async def set_wrapup(

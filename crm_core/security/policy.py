@@ -150,6 +150,25 @@ def visible_columns(principal: Principal, entity: str, columns: Iterable[str]) -
     return [c for c in columns if principal.level(entity, c) > Level.HIDDEN]
 
 
+def in_scope(
+    principal: Principal, owner_user_id: int | None, org_unit_id: int | None, org_unit_path: str | None
+) -> bool:
+    """Whether a record already read (its owner, org unit and that unit's path) is inside the
+    principal's data scope: the Python twin of `security.service.scope_filter`, for data fetched
+    before it was known who would see it (the screen pop reads the caller while the call queues).
+    Paths are materialised ids ("/1/4/9/"), so a prefix test is the filter's `LIKE '/1/4/%'`."""
+    own = owner_user_id is not None and owner_user_id == principal.user_id
+    if principal.scope == DataScope.ALL:
+        return True
+    if principal.scope == DataScope.OWN or principal.org_unit_id is None:
+        return own
+    if principal.scope == DataScope.DEPARTMENT:
+        return own or (org_unit_id is not None and org_unit_id == principal.org_unit_id)
+    if principal.org_unit_path is None:
+        return False
+    return own or (org_unit_path is not None and org_unit_path.startswith(principal.org_unit_path))
+
+
 class PermissionDenied(Exception):
     """Raised when a principal writes a field or record outside its permissions."""
 

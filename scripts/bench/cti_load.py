@@ -167,11 +167,18 @@ class PopClock:
                     self.samples.append((ring[0], clock() - ring[0], ring[1]))
             publish(event)
 
-        # Where a pop's time goes: the two CrmGateway calls ScreenPopper makes, timed from outside.
+        # Where a pop's time goes, timed from outside: the principal and the caller part on the ringing
+        # path (ScreenPopper.caller_view: waiting for the call's caller read if it is still under way,
+        # then the agent's field policy), and the caller reads themselves (started at CallOffered).
         self.principal_s: list[float] = []
         self.pop_view_s: list[float] = []
-        crm = engine.crm
-        principal_for_endpoint, pop_view = crm.principal_for_endpoint, crm.pop_view
+        self.caller_read_s: list[float] = []
+        crm, popper = engine.crm, engine.screen_pops
+        principal_for_endpoint, caller_view, read_caller = (
+            crm.principal_for_endpoint,
+            popper.caller_view,
+            crm.read_caller,
+        )
 
         async def timed_principal(endpoint: str) -> Any:
             started = clock()
@@ -180,15 +187,23 @@ class PopClock:
             finally:
                 self.principal_s.append(clock() - started)
 
-        async def timed_pop_view(principal: Any, number: str | None) -> Any:
+        async def timed_caller_view(principal: Any, event: AgentRinging, read: Any = None) -> Any:
             started = clock()
             try:
-                return await pop_view(principal, number)
+                return await caller_view(principal, event, read)
             finally:
                 self.pop_view_s.append(clock() - started)
 
+        async def timed_read_caller(number: str | None) -> Any:
+            started = clock()
+            try:
+                return await read_caller(number)
+            finally:
+                self.caller_read_s.append(clock() - started)
+
         setattr(crm, "principal_for_endpoint", timed_principal)  # noqa: B010
-        setattr(crm, "pop_view", timed_pop_view)  # noqa: B010
+        setattr(popper, "caller_view", timed_caller_view)  # noqa: B010
+        setattr(crm, "read_caller", timed_read_caller)  # noqa: B010
         # Instance attributes shadow the methods: start() subscribes the AMI client to engine.feed.
         setattr(engine, "feed", timed_feed)  # noqa: B010
         setattr(engine.bus, "publish", timed_publish)  # noqa: B010
@@ -538,6 +553,7 @@ async def run_load(sb: Sandbox, args: argparse.Namespace, url: str, pbx: str) ->
                 "all": ms_summary([v / 1000 for v in lookup_ms]),
                 "principal_part": ms_summary(clock.principal_s),
                 "lookup_and_360_part": ms_summary(clock.pop_view_s),
+                "caller_read_at_offer": ms_summary(clock.caller_read_s),
             },
             **clock.summary(settle_at),
             "goal_p99_ms": GOAL_POP_P99_MS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_core.calllog import service as calllog
 from crm_core.calllog.models import AgentStateLog, Call, CallAgent, CallLeg
@@ -136,3 +136,110 @@ async def test_agent_state_history_has_durations_and_ignores_duplicates(sessions
         ("paused", "午休", 900.0),
         ("ready", None, None),
     ]
+
+
+def ended_call(linkedid: str, revision: int, *, agents: int = 2) -> CallLogEntry:
+    """A finished queue call with `agents` offers and a leg per party, as the writer batches it."""
+    return snapshot(
+        revision,
+        linkedid=linkedid,
+        state="ended",
+        outcome="answered",
+        agent_endpoint="agent1001",
+        agents=tuple(AgentOffer(f"agent100{n + 1}", T0, 2.0, n == agents - 1, "queue") for n in range(agents)),
+        legs=(
+            LegEntry(linkedid, "PJSIP/cust-00000006", "customer", T0),
+            LegEntry(f"{linkedid}.1", "PJSIP/agent1001-00000007", "agent", T0),
+        ),
+    )
+
+
+async def write_batch(sessions: Sessions, entries: list[CallLogEntry]) -> list[int | None]:
+    async with transaction(sessions) as session:
+        return await calllog.write_calls(session, entries, {})
+
+
+async def table_counts(sessions: Sessions) -> tuple[int, int, int]:
+    async with sessions() as session:
+        calls = (await session.execute(select(func.count(Call.id)))).scalar_one()
+        agents = (await session.execute(select(func.count(CallAgent.id)))).scalar_one()
+        legs = (await session.execute(select(func.count(CallLeg.id)))).scalar_one()
+    return calls, agents, legs
+
+
+async def test_a_batch_costs_the_same_statements_for_one_call_or_two_hundred(
+    sessions: Sessions, engine: AsyncEngine
+) -> None:
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        if not sql.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
+            statements.append(sql)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await write_batch(sessions, [ended_call("single.1", 10)])
+        single = len(statements)
+        statements.clear()
+        ids = await write_batch(sessions, [ended_call(f"bulk.{n}", 10) for n in range(200)])
+        bulk = len(statements)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    # upsert of the calls, delete of their agents and legs, insert of the new agents and legs
+    assert single == bulk == 5, statements
+    assert len(set(ids)) == 200 and None not in ids
+    assert await table_counts(sessions) == (201, 402, 402)
+
+
+async def test_a_replayed_batch_duplicates_nothing(sessions: Sessions) -> None:
+    batch = [ended_call(f"replay.{n}", 100 + n) for n in range(30)]
+    first = await write_batch(sessions, batch)
+    assert None not in first
+    counts = await table_counts(sessions)
+    assert await write_batch(sessions, batch) == [None] * 30  # every snapshot already stored: no-op
+    assert await write_batch(sessions, list(reversed(batch))) == [None] * 30
+    assert await table_counts(sessions) == counts == (30, 60, 60)
+
+
+async def test_an_older_revision_in_a_batch_never_overwrites_a_newer_one(sessions: Sessions) -> None:
+    await write_batch(sessions, [ended_call("mixed.old", 50, agents=3), snapshot(50, linkedid="mixed.new")])
+    ids = await write_batch(
+        sessions,
+        [
+            snapshot(40, linkedid="mixed.old"),  # older than the stored ended call: ignored
+            ended_call("mixed.new", 60, agents=1),  # newer than the stored live row: wins
+            snapshot(1, linkedid="mixed.fresh"),  # the same call twice in one batch: the newest wins
+            ended_call("mixed.fresh", 2, agents=2),
+        ],
+    )
+    assert ids[0] is None and ids[1] is not None and ids[2] is None and ids[3] is not None
+    async with sessions() as session:
+        calls = {c.linkedid: c for c in (await session.execute(select(Call))).scalars()}
+        assert {k: (c.state, c.revision) for k, c in calls.items()} == {
+            "mixed.old": ("ended", 50),
+            "mixed.new": ("ended", 60),
+            "mixed.fresh": ("ended", 2),
+        }
+        assert [
+            len(await calllog.agents_of(session, calls[k].id)) for k in ("mixed.old", "mixed.new", "mixed.fresh")
+        ] == [
+            3,
+            1,
+            2,
+        ]
+
+
+async def test_concurrent_batches_over_the_same_calls_leave_the_newest(sessions: Sessions) -> None:
+    # Each writer's batch lists the calls in another order; rows are locked in key order whatever
+    # the input order, so two writers cannot deadlock on PostgreSQL.
+    linkedids = [f"race.{n}" for n in range(40)]
+
+    async def put(revision: int) -> None:
+        order = linkedids if revision % 2 else list(reversed(linkedids))
+        await write_batch(sessions, [ended_call(linkedid, revision, agents=revision % 3 + 1) for linkedid in order])
+
+    await asyncio.gather(*(put(revision) for revision in range(1, 9)))
+    async with sessions() as session:
+        rows = (await session.execute(select(Call.revision, func.count()).group_by(Call.revision))).all()
+    assert rows == [(8, 40)]
+    assert await table_counts(sessions) == (40, 40 * (8 % 3 + 1), 80)
