@@ -243,6 +243,9 @@ class Hub:
 
     def _on_call_ended(self, event: CallEnded) -> None:
         self._stats_dirty.set()
+        talked = {leg.agent for leg in event.agents if leg.answered} | (
+            {event.answered_by} if event.answered_by else set()
+        )
         for agent in {a.agent for a in event.agents} | ({event.answered_by} if event.answered_by else set()):
             stream = self._user_for(agent)
             if stream is None:
@@ -256,7 +259,8 @@ class Hub:
                 {
                     "linkedid": event.linkedid,
                     "outcome": event.outcome,
-                    "answered": event.answered_by == agent,
+                    # Each agent who talked wraps up, not only the first (a transfer adds agents).
+                    "answered": agent in talked,
                     "direction": event.direction,
                     "queue": event.queue,
                     "customer_number": event.customer_number,

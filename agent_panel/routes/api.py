@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent_panel.auth import ALL_ROLES, STAFF, SUPERVISORS, allow, session_of
 from agent_panel.keys import ENGINE, HUB, SESSIONS, SETTINGS
 from crm_core.callbacks import service as callbacks
-from crm_core.calllog.service import call_by_linkedid, set_wrapup
+from crm_core.calllog.service import agents_of, call_by_linkedid, set_wrapup
 from crm_core.comms.schemas import CommunicationIn
 from crm_core.comms.service import add_record, records_for_member
 from crm_core.db import read_session, transaction, utcnow
@@ -26,7 +26,7 @@ from crm_core.members import service as members
 from crm_core.members.errors import DuplicateMember, MemberError, MemberNotFound
 from crm_core.members.schemas import MemberIn
 from crm_core.members.validation import InvalidField
-from crm_core.security.policy import PermissionDenied
+from crm_core.security.policy import PermissionDenied, Role
 from cti.agents import AgentError
 from cti.dialer import DialRefused
 
@@ -237,8 +237,10 @@ async def wrapup(request: web.Request) -> web.Response:
             call = await call_by_linkedid(session, data.linkedid, settings.pbx_name)
             if call is None:
                 return refused(404, "no such call")
-            if info.principal.role.value == "agent" and call.agent_endpoint not in (info.agent_endpoint, None):
-                return refused(403, "this call was handled by another agent")
+            if info.principal.role == Role.AGENT:
+                handled_by = {a.agent_endpoint for a in await agents_of(session, call.id)} | {call.agent_endpoint}
+                if info.agent_endpoint not in handled_by:
+                    return refused(403, "this call was handled by another agent")
             ended = call.ended_at
             wrapup_s = (utcnow() - ended).total_seconds() if ended else None
             await set_wrapup(

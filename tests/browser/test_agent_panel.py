@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,6 +25,7 @@ from crm_core.calllog.models import Call
 from crm_core.comms.models import CommunicationRecord
 from crm_core.db import read_session
 from crm_core.security.models import User
+from tests.browser.chromium import launch
 from tests.browser.conftest import Stack
 from tests.db import factories
 from tests.panel.conftest import login as api_login
@@ -199,3 +201,124 @@ async def test_missed_call_becomes_a_callback_claimed_once(stack: Stack, agent: 
         await expect(page.locator("#my-callbacks li.callback")).to_have_count(1, timeout=5_000)
     await page.click("#btn-ready")
     await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+async def agent2(stack: Stack, member_id: int, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Page]:
+    """A second agent in a browser of its own (its own cookies), registered but not in any queue, so
+    it rings only for transfers."""
+    chromium = await launch(tmp_path_factory.mktemp("chromium-agent2"))
+    page = await chromium.context.new_page()
+    await sign_in(stack, page, "agent2")
+    yield page
+    await chromium.close()
+
+
+async def _answered_call(stack: Stack, page: Page, customer: BaresipPhone) -> str:
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=15_000)
+    mark = customer.mark()
+    await customer.dial("4008001234")
+    await expect(page.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+    linkedid = await page.locator("#pop .pop-head").get_attribute("data-linkedid")
+    await page.click("#btn-answer")
+    await customer.wait_for_event("CALL_ESTABLISHED", since=mark, timeout=10)
+    assert linkedid
+    return linkedid
+
+
+async def _ended_call(stack: Stack, linkedid: str) -> Call:
+    for _ in range(100):
+        async with read_session(stack.sessions) as session:
+            call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
+        if call is not None and call.state == "ended":
+            return call
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"call {linkedid} not ended in the call log")
+
+
+async def _save_wrapup(page: Page) -> None:
+    await expect(page.locator("#wrapup")).to_be_visible(timeout=10_000)
+    await page.locator("#wrapup textarea[name=summary]").fill("已转接")
+    await page.click("#btn-wrapup")
+    await expect(page.locator("#wrapup")).to_be_hidden(timeout=5_000)
+
+
+async def test_hold_mute_and_blind_transfer_to_another_agent(
+    stack: Stack, agent: Page, agent2: Page, customer: BaresipPhone
+) -> None:
+    linkedid = await _answered_call(stack, agent, customer)
+    await agent.click("#btn-mute")
+    assert await agent.evaluate("window.panel.phone.muted") is True
+    await agent.click("#btn-mute")
+    await agent.click("#btn-hold")
+    await expect(agent.locator("#btn-hold")).to_have_class(re.compile(r"\bon\b"), timeout=5_000)
+    await agent.click("#btn-hold")
+    await expect(agent.locator("#btn-hold")).not_to_have_class(re.compile(r"\bon\b"), timeout=5_000)
+    await agent.fill("#transfer-target", "webrtc2002")
+    await agent.click("#btn-blind")
+    # agent2's browser rings, with the caller's card, and takes the call over.
+    await expect(agent2.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+    await expect(agent2.locator("#pop .member-card h2")).to_contain_text("王芳", timeout=5_000)
+    await agent2.click("#btn-answer")
+    await expect(agent2.locator("#call-info")).to_have_text(re.compile("通话中|In call"), timeout=10_000)
+    await asyncio.sleep(1.5)
+    stats = await agent2.evaluate("window.panel.phone.stats()")
+    assert stats["received"] > 0 and stats["sent"] > 0, stats
+    await agent2.screenshot(path=stack.screenshot_path("6-after-blind-transfer"), full_page=True)
+    await expect(agent.locator("#btn-hangup")).to_be_disabled(timeout=10_000)  # agent1 is free again
+    await customer.hangup()
+    call = await _ended_call(stack, linkedid)
+    assert call.outcome == "answered" and call.transfers >= 1
+    async with read_session(stack.sessions) as session:
+        rows = (await session.execute(select(Call.id).where(Call.linkedid == linkedid))).all()
+    assert len(rows) == 1  # one call, not two
+    await _save_wrapup(agent)
+    await _save_wrapup(agent2)
+
+
+async def test_attended_transfer_consults_then_hands_over(
+    stack: Stack, agent: Page, agent2: Page, customer: BaresipPhone
+) -> None:
+    linkedid = await _answered_call(stack, agent, customer)
+    await agent.fill("#transfer-target", "webrtc2002")
+    await agent.click("#btn-attended")
+    await expect(agent2.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+    await agent2.click("#btn-answer")
+    await expect(agent.locator("#btn-complete")).to_be_visible(timeout=10_000)
+    await agent.click("#btn-complete")
+    # agent1 leaves; the customer now talks to agent2.
+    await expect(agent.locator("#btn-hangup")).to_be_disabled(timeout=10_000)
+    await asyncio.sleep(1.5)
+    stats = await agent2.evaluate("window.panel.phone.stats()")
+    assert stats["received"] > 0 and stats["sent"] > 0, stats
+    assert not [e for e in customer.events if e.get("type") == "CALL_CLOSED" and e.get("id")], "customer was cut off"
+    await customer.hangup()
+    call = await _ended_call(stack, linkedid)
+    assert call.outcome == "answered"
+    await _save_wrapup(agent)
+    await _save_wrapup(agent2)
+
+
+async def test_unknown_caller_becomes_a_member_and_matches_next_time(stack: Stack, agent: Page) -> None:
+    page = agent
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=15_000)
+    caller = await stack.sandbox.phone("cust2").connect()
+    try:
+        mark = caller.mark()
+        await caller.dial("4008001234")
+        form = page.locator("#new-member-form")
+        await expect(form).to_be_visible(timeout=10_000)
+        assert await form.locator("input[name=mobile]").input_value() == UNKNOWN_NUMBER
+        await page.screenshot(path=stack.screenshot_path("7-unknown-caller"), full_page=True)
+        await form.locator("input[name=name]").fill("李新客")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator("#pop .member-card h2")).to_contain_text("李新客", timeout=5_000)
+        await caller.hangup()
+        await caller.wait_for_event("CALL_CLOSED", since=mark, timeout=10)
+        await asyncio.sleep(1)
+        # The same number again: now it pops the new member's card.
+        await caller.dial("4008001234")
+        await expect(page.locator("#pop .member-card h2")).to_contain_text("李新客", timeout=10_000)
+        await caller.hangup()
+    finally:
+        await caller.close()

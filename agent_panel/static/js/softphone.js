@@ -131,7 +131,14 @@ export class Softphone extends EventTarget {
 
   blindTransfer(text) {
     if (!this.session || !text.trim()) return false;
-    this.session.refer(this.target(text));
+    const session = this.session;
+    // The PBX took the call over once it accepts the REFER: this leg can go.
+    session.refer(this.target(text), {
+      eventHandlers: {
+        requestSucceeded: () => { if (!session.isEnded()) session.terminate(); },
+        requestFailed: () => this.emit("transfer-failed"),
+      },
+    });
     return true;
   }
 
@@ -147,7 +154,15 @@ export class Softphone extends EventTarget {
   /** Step 2: join the customer to the consulted party (REFER with Replaces) and leave. */
   completeConsult() {
     if (!this.session || !this.consult) return false;
-    this.session.refer(this.consult.remote_identity.uri, { replaces: this.consult });
+    const main = this.session;
+    const consult = this.consult;
+    const leave = () => {
+      for (const s of [consult, main]) if (!s.isEnded()) s.terminate();
+    };
+    main.refer(consult.remote_identity.uri, {
+      replaces: consult,
+      eventHandlers: { accepted: leave, requestFailed: () => this.emit("transfer-failed") },
+    });
     return true;
   }
 
