@@ -14,12 +14,14 @@ hide. Threads that existed before (e.g. the loop's default executor) stay in the
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
@@ -58,6 +60,26 @@ def _ip_batch(commands: list[str]) -> None:
 
 
 @contextmanager
+def _private_executor() -> Iterator[None]:
+    """Executor threads inherit the network namespace of the thread that starts them, and outlive
+    this block: one started inside (aiohttp resolving a host name, say) would later serve a test
+    outside, whose TCP to 127.0.0.1 would then reach the namespace's own loopback. So the running
+    loop (if any) gets a private executor inside and a fresh one, started outside, afterwards."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        yield
+        return
+    inside = ThreadPoolExecutor(thread_name_prefix="netns")
+    loop.set_default_executor(inside)
+    try:
+        yield
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor())
+        inside.shutdown(wait=False)
+
+
+@contextmanager
 def isolated_network(prefix: str = "10.99.0") -> Iterator[str]:
     """Move the calling thread into a new network namespace; yield the address to bind media to.
 
@@ -83,7 +105,8 @@ def isolated_network(prefix: str = "10.99.0") -> Iterator[str]:
                     "link set cti1 up",
                 ]
             )
-            yield f"{prefix}.1"
+            with _private_executor():
+                yield f"{prefix}.1"
         finally:
             _check(_libc.setns(original, CLONE_NEWNET), "setns back to the original network namespace")
             if thread_namespace() != original_name:

@@ -8,6 +8,7 @@ over TCP works again).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -149,3 +150,22 @@ async def test_postgresql_by_unix_socket_inside_and_by_tcp_after() -> None:
         assert await after.fetchval("SELECT 1") == 1
     finally:
         await after.close()
+
+
+async def test_executor_threads_started_inside_stay_inside() -> None:
+    """Blocking work that runs in the loop's executor while inside (a host name lookup, say) must not
+    leave a thread behind that serves later tests from inside the namespace."""
+    loop = asyncio.get_running_loop()
+    outside = thread_namespace()
+    with isolated_network(PREFIX):
+        inside_ns = await loop.run_in_executor(None, thread_namespace)
+        assert inside_ns != outside
+    for _ in range(8):  # every executor thread used afterwards is back outside
+        assert await loop.run_in_executor(None, thread_namespace) == outside
+    try:
+        conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres", timeout=5)
+    except OSError as exc:
+        missing_part(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
+        return
+    await asyncio.get_running_loop().run_in_executor(None, lambda: None)
+    await conn.close()
