@@ -286,8 +286,9 @@ class Hub:
         for agent in snapshot.agents:
             for queue in agent.queues:
                 q = stats.setdefault(queue, {"waiting": 0, "longest_wait": 0.0, "talking": 0})
-                q["agents_ready"] = q.get("agents_ready", 0) + (1 if agent.state == "ready" else 0)
-                q["agents_logged_in"] = q.get("agents_logged_in", 0) + 1
+                # Static members whose phone is offline (unavailable) could not take a call.
+                q["agents_ready"] = q.get("agents_ready", 0) + (1 if agent.state == "ready" and agent.available else 0)
+                q["agents_logged_in"] = q.get("agents_logged_in", 0) + (1 if agent.available else 0)
         return stats
 
     async def _queue_stats_loop(self) -> None:

@@ -21,7 +21,7 @@ from agent_panel.auth import (
     sign_out,
 )
 from agent_panel.i18n import LANG_COOKIE, Catalogues
-from agent_panel.keys import HUB, SESSIONS, SETTINGS
+from agent_panel.keys import HUB, I18N, SESSIONS, SETTINGS
 from agent_panel.render import language_of, render
 from crm_core.callbacks.service import list_callbacks
 from crm_core.comms.service import records_for_member
@@ -120,6 +120,7 @@ async def workspace(request: web.Request) -> web.Response:
             "urgencies": URGENCIES,
             "statuses": STATUSES,
             "queues": list(settings.queues),
+            "queue_names": {q: request.app[I18N].gettext(language_of(request), q) for q in settings.queues},
             "policies": policies,
         },
     )

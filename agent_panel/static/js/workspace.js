@@ -184,7 +184,7 @@ function showQueues(queues) {
   for (const [name, q] of Object.entries(queues || {})) {
     const row = document.createElement("tr");
     row.dataset.queue = name;
-    for (const value of [name, q.waiting, q.waiting ? `${Math.round(q.longest_wait)}s` : "", q.agents_ready ?? ""]) {
+    for (const value of [config.queue_names[name] || name, q.waiting, q.waiting ? `${Math.round(q.longest_wait)}s` : "", q.agents_ready ?? ""]) {
       const cell = document.createElement("td");
       cell.textContent = value;
       row.appendChild(cell);
