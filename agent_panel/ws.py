@@ -426,8 +426,9 @@ def pop_data(pop: ScreenPop) -> dict[str, Any]:
         "caller_name": pop.caller_name,
         "ringing_at": pop.ringing_at,
         "lookup_ms": round(pop.lookup_ms, 2),
-        "member_id": profile.get("id"),
+        "member_id": profile.get("id") or (pop.candidates[0]["member_id"] if pop.partial and pop.candidates else None),
         "member_name": profile.get("name"),
+        "partial": pop.partial,
         "candidates": len(pop.candidates),
         "answered": False,
     }

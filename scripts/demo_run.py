@@ -45,7 +45,7 @@ ROBOT_SEATS = ("agent1001",)
 
 
 def show(event: DomainEvent) -> None:
-    if isinstance(event, ScreenPop):
+    if isinstance(event, ScreenPop) and not event.partial:
         member = event.member["profile"] if event.member else None
         who = (
             f"[bold]{member['name']}[/] {member['member_no']} ({member['member_type']})"

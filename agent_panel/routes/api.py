@@ -239,7 +239,8 @@ async def wrapup(request: web.Request) -> web.Response:
                 return refused(404, "no such call")
             if info.principal.role == Role.AGENT:
                 handled_by = {a.agent_endpoint for a in await agents_of(session, call.id)} | {call.agent_endpoint}
-                if info.agent_endpoint not in handled_by:
+                # An agent without a seat was on no call (a call nobody answered has no endpoint either).
+                if info.agent_endpoint is None or info.agent_endpoint not in handled_by:
                     return refused(403, "this call was handled by another agent")
             ended = call.ended_at
             wrapup_s = (utcnow() - ended).total_seconds() if ended else None

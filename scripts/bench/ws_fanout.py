@@ -56,6 +56,7 @@ async def serve(db_url: str, port: int, clients: int, seconds: float, rate: floa
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
     hub = app[HUB]
+    written = instrument_writes(hub)
     me = psutil.Process()
     print(json.dumps({"ready": True, "rss_mib": me.memory_info().rss / 2**20}), flush=True)
     # Wait for "go" on stdin: every client is connected then.
@@ -105,6 +106,7 @@ async def serve(db_url: str, port: int, clients: int, seconds: float, rate: floa
                 "rss_connected_mib": round(connected_rss, 1),
                 "rss_peak_mib": round(peak, 1),
                 "hub": hub.stats(),
+                "server_write_latency_ms": server_latency(written),
             }
         ),
         flush=True,
@@ -112,6 +114,36 @@ async def serve(db_url: str, port: int, clients: int, seconds: float, rate: floa
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await runner.cleanup()
     await db.dispose()
+
+
+def instrument_writes(hub: Any) -> list[float]:
+    """Server side of the figure: publish time → the frame handed to the socket (every 8th frame is
+    parsed for its publish time, to keep the probe's own cost small)."""
+    samples: list[float] = []
+    original = hub._writer
+    counter = 0
+
+    async def writer(stream: Any, conn: Any) -> None:
+        send = conn.ws.send_str
+
+        async def timed_send(frame: str, *args: Any, **kwargs: Any) -> None:
+            nonlocal counter
+            await send(frame, *args, **kwargs)
+            counter += 1
+            if counter % 8 == 0 and '"at":' in frame:
+                at = json.loads(frame)["data"].get("at")
+                if isinstance(at, float):
+                    samples.append(time.time() - at)
+
+        conn.ws.send_str = timed_send
+        await original(stream, conn)
+
+    hub._writer = writer
+    return samples
+
+
+def server_latency(samples: list[float]) -> dict[str, float] | None:
+    return latency_summary(samples) if samples else None
 
 
 # ---------------------------------------------------------------------------- set-up
@@ -257,6 +289,7 @@ async def one_run(args: argparse.Namespace, url: str, tokens: list[str]) -> dict
         "server_rss_connected_mib": done["rss_connected_mib"],
         "server_rss_peak_mib": done["rss_peak_mib"],
         "hub": done["hub"],
+        "server_write_latency_ms": done["server_write_latency_ms"],
     }
     all_latencies = rec.targeted + rec.banner
     result["all_p99_ms"] = latency_summary(all_latencies)["p99_ms"] if all_latencies else None

@@ -120,12 +120,16 @@ async def test_a_prefetched_pop_shows_each_principal_exactly_what_member_360_sho
 
 
 class Recorder:
+    """The full pops (early ones, see test_a_ring_before_the_360_is_read_pops_who_is_calling_first,
+    are kept apart)."""
+
     def __init__(self) -> None:
         self.pops: list[ScreenPop] = []
+        self.early: list[ScreenPop] = []
 
     def __call__(self, event: DomainEvent) -> None:
         if isinstance(event, ScreenPop):
-            self.pops.append(event)
+            (self.early if event.partial else self.pops).append(event)
 
 
 def ringing(agent: str, at: float) -> AgentRinging:
@@ -263,5 +267,61 @@ async def test_a_call_answered_while_its_read_is_under_way_pops_once_and_leaves_
     assert reads == [CALLER]  # the answer did not make the waiting pop read again
     assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]
     assert popper._reads == {} and not popper._tasks  # stopped: no refresh left running
+    await popper.close()
+    await crm.close()
+
+
+async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(
+    sessions: Sessions, settings: Settings
+) -> None:
+    """Asterisk rings an idle agent within a millisecond of the caller joining the queue: the agent
+    sees who is calling (from the lookup) at once, and the full card as soon as the 360 is read."""
+    member_id, _staff = await _team_member(sessions, settings)
+    await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
+    crm = CrmGateway(sessions)
+    read_caller = crm.read_caller
+    release = asyncio.Event()
+
+    async def slow(number: str | None) -> CallerRecord:
+        await release.wait()  # the 360 read is slow (a loaded database)
+        return await read_caller(number)
+
+    crm.read_caller = slow  # type: ignore[method-assign]
+    await crm.warm_principals()
+    bus = EventBus()
+    popper = ScreenPopper(bus, crm)
+    recorder = Recorder()
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop")
+    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
+    bus.publish(
+        CallOffered(
+            at=t0,
+            linkedid="1795528258.9",
+            uniqueid="1795528258.9",
+            caller_number=CALLER,
+            caller_name=None,
+            dnis="4008001234",
+            queue="member-service",
+            position=1,
+        )
+    )
+    bus.publish(ringing("agent1001", t0))
+    for _ in range(100):
+        if recorder.early:
+            break
+        await asyncio.sleep(0.02)
+    assert len(recorder.early) == 1 and recorder.pops == []
+    early = recorder.early[0]
+    assert early.partial and early.member is None
+    assert [c["member_id"] for c in early.candidates] == [member_id]
+    release.set()
+    for _ in range(100):
+        if recorder.pops:
+            break
+        await asyncio.sleep(0.02)
+    await bus.close()
+    (full,) = recorder.pops
+    assert not full.partial and full.member is not None and full.member["profile"]["id"] == member_id
     await popper.close()
     await crm.close()

@@ -182,12 +182,12 @@ async def test_queue_call_pops_the_member_before_answer_and_is_logged(
     await ready(engine, "agent1001", "agent1002")
     since = recorder.mark()
     await ring(phones["cust1"], MEMBER_SERVICE, phones["agent1001"])
-    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1001")
+    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial and p.agent == "agent1001")
     # Before anyone answers: the pop names the member, as the agent may see her.
     assert pop.member is not None and pop.member["profile"]["name"] == "张伟"
     assert pop.dnis == MEMBER_SERVICE and pop.queue == "member-service"
     assert [c["match"] for c in pop.candidates] == ["own_mobile"]
-    other = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1002")
+    other = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial and p.agent == "agent1002")
     assert other.linkedid == pop.linkedid  # ringall: both agents got the pop
     await phones["agent1001"].accept()
     await asyncio.sleep(2.0)
@@ -213,7 +213,7 @@ async def test_abandoned_calls_from_one_number_make_one_callback(
     for _ in range(2):
         since = recorder.mark()
         await ring(phones["cust2"], MEMBER_SERVICE, phones["agent1001"])
-        pop = await recorder.wait(ScreenPop, since=since)
+        pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial)
         await asyncio.sleep(0.5)
         await phones["cust2"].hangup()
         call = await call_row(pg_sessions, pop.linkedid)
@@ -296,7 +296,7 @@ async def answered_queue_call(
 ) -> ScreenPop:
     since = recorder.mark()
     await ring(phones[customer], did, phones[agent])
-    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == agent)
+    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial and p.agent == agent)
     await phones[agent].accept()
     await asyncio.sleep(0.5)
     return pop
@@ -364,7 +364,7 @@ async def test_queue_timeout_is_no_answer_and_becomes_a_callback(
     try:
         since = recorder.mark()
         await ring(phones["cust1"], VIP, phones["agent1002"])  # rings, never accepted
-        pop = await recorder.wait(ScreenPop, since=since)
+        pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial)
         call = await call_row(pg_sessions, pop.linkedid, timeout=20)
     finally:
         await ami.action(
@@ -392,7 +392,7 @@ async def test_direct_agent_call_is_internal(
     await ready(engine, "agent1001", "agent1002")
     since = recorder.mark()
     await ring(phones["agent1001"], "1002", phones["agent1002"])
-    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1002")
+    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial and p.agent == "agent1002")
     assert pop.direction == "internal" and pop.queue is None
     await phones["agent1002"].accept()
     await asyncio.sleep(0.5)
@@ -424,7 +424,7 @@ async def test_local_channel_caller_with_a_chinese_name(
             "Async": "true",
         },
     )
-    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: p.agent == "agent1001")
+    pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial and p.agent == "agent1001")
     assert pop.caller_name == "张伟" and pop.member is not None
     await phones["agent1001"].wait_for_event("CALL_INCOMING", since=0)
     await phones["agent1001"].accept()
@@ -479,7 +479,7 @@ async def test_replaying_a_call_duplicates_nothing(
     try:
         since = recorder.mark()
         await ring(phones["cust2"], MEMBER_SERVICE, phones["agent1001"])
-        pop = await recorder.wait(ScreenPop, since=since)
+        pop = await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial)
         await phones["cust2"].hangup()  # abandoned: a callback miss too
         before = await call_row(pg_sessions, pop.linkedid)
     finally:
@@ -614,7 +614,7 @@ async def test_answered_call_closes_the_callers_open_callback(
     await ready(engine, "agent1001", "agent1002")
     since = recorder.mark()
     await ring(phones["cust1"], MEMBER_SERVICE, phones["agent1001"])
-    await recorder.wait(ScreenPop, since=since)
+    await recorder.wait(ScreenPop, since=since, where=lambda p: not p.partial)
     await phones["cust1"].hangup()  # a miss: the callback is open
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

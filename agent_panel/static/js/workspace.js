@@ -97,7 +97,7 @@ function showPop(data) {
   state.memberId = data.member_id || null;
   if (window.htmx) window.htmx.process(pop);
   // For the screen-pop benchmark: when the card was in the DOM (epoch ms, sub-ms precision).
-  window.panel.pops.push({ linkedid: data.linkedid, rendered_at: performance.timeOrigin + performance.now() });
+  window.panel.pops.push({ linkedid: data.linkedid, partial: !!data.partial, rendered_at: performance.timeOrigin + performance.now() });
   if (window.panel.pops.length > 1000) window.panel.pops.shift();
   clearInterval(state.waitTimer);
   const since = data.queued_at || data.ringing_at;
