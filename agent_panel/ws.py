@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -44,7 +45,7 @@ from cti.screenpop import ScreenPop
 log = logging.getLogger(__name__)
 
 BUFFER = 256  # frames kept per user for resume
-SEND_QUEUE = 128  # frames waiting for one slow connection before it is cut off
+SEND_BUFFER_LIMIT = 256 * 1024  # bytes waiting in one connection's socket buffer before it is cut off
 CLOSE_SLOW = 4001
 CLOSE_SIGNED_OUT = 4003
 HEARTBEAT = 15.0
@@ -53,22 +54,38 @@ QUEUE_STATS_EVERY = 0.25  # seconds between queue-count frames while calls chang
 PopRenderer = Callable[[ScreenPop, str], str]
 
 
+def text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
 @dataclass(eq=False)  # identity: connections live in sets
 class Connection:
+    """One open socket. Frames are written straight to its transport, synchronously: aiohttp's
+    `send_str` is a coroutine, so fanning a broadcast out through it needs a task (or an await) per
+    client, which measured ~120 µs a frame — 250 ms to reach 2,000 panels (scripts/bench/ws_fanout.py).
+    Safe because no compression is negotiated and aiohttp itself writes whole frames per call. A client
+    whose unsent bytes pass SEND_BUFFER_LIMIT (it stopped reading) is cut off instead of buffered."""
+
     ws: web.WebSocketResponse
+    transport: asyncio.Transport
     language: str
     token: str
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
     cut: bool = False
 
     def offer(self, text: str) -> bool:
-        if self.cut:
+        if self.cut or self.transport.is_closing():
             return False
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self.transport.get_write_buffer_size() > SEND_BUFFER_LIMIT:
             self.cut = True
             return False
+        self.transport.write(text_frame(text))
         return True
 
 
@@ -109,6 +126,9 @@ class Hub:
         self.render_pop = render_pop
         self.clock = clock
         self.streams: dict[int, UserStream] = {}
+        # Supervisors and administrators, who also see their teams' agents: an agent-state event
+        # looks at these few streams, not at every agent's (2,000 agents × 500 events/s otherwise).
+        self.watchers: dict[int, UserStream] = {}
         self.by_endpoint: dict[str, DirectoryEntry] = {}
         self.banner: dict[str, Any] | None = None
         self.queue_stats: dict[str, dict[str, Any]] = {}
@@ -157,6 +177,10 @@ class Hub:
             self.streams[p.user_id] = stream
         else:
             stream.endpoint, stream.org_path, stream.role = info.agent_endpoint, p.org_unit_path, p.role
+        if p.role in (Role.SUPERVISOR, Role.ADMIN):
+            self.watchers[p.user_id] = stream
+        else:
+            self.watchers.pop(p.user_id, None)
         if info.agent_endpoint:
             self.by_endpoint[info.agent_endpoint] = DirectoryEntry(p.user_id, p.org_unit_path)
         return stream
@@ -176,8 +200,8 @@ class Hub:
     def _cut(self, stream: UserStream, conn: Connection) -> None:
         stream.connections.discard(conn)
         self.cut_off += 1
-        log.warning("ws: user %d is too slow (%d frames queued): cut off, it will resync", stream.user_id, SEND_QUEUE)
-        asyncio.get_running_loop().create_task(conn.ws.close(code=CLOSE_SLOW, message=b"too slow; resume"))
+        log.warning("ws: user %d stopped reading (>%d bytes unsent): cut off", stream.user_id, SEND_BUFFER_LIMIT)
+        asyncio.get_running_loop().create_task(_close_slow(conn))
 
     def send_to_user(self, user_id: int, kind: str, data: dict[str, Any]) -> None:
         stream = self.streams.get(user_id)
@@ -236,8 +260,8 @@ class Hub:
             self._send(stream, "agent_state", data)
         entry = self.by_endpoint.get(event.agent)
         agent_path = entry.org_path if entry else None
-        for sup in self.streams.values():
-            if sup.role in (Role.SUPERVISOR, Role.ADMIN) and sup.connections and sees_team(sup, agent_path):
+        for sup in self.watchers.values():
+            if sup.connections and sees_team(sup, agent_path):
                 self._send(sup, "team_state", data)
         self._stats_dirty.set()
 
@@ -331,10 +355,15 @@ class Hub:
         }
 
     async def handle(self, request: web.Request, info: SessionInfo, token: str, language: str) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=64 * 1024)
+        # No permessage-deflate: frames are small, and compressing each broadcast once per client (the
+        # browsers ask for it) costs more CPU than the bytes are worth on a LAN.
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=64 * 1024, compress=False)
         await ws.prepare(request)
+        transport = request.transport
+        if transport is None:  # the client went away during the handshake
+            return ws
         stream = self._stream(info)
-        conn = Connection(ws, language, token)
+        conn = Connection(ws, transport, language, token)
         try:
             last = int(request.query.get("last_seq", "-1"))
         except ValueError:
@@ -348,7 +377,6 @@ class Hub:
             conn.offer(json.dumps({"seq": stream.seq, "type": "resumed", "data": {"from": last}}))
         # No await between the replay's last check and this: no frame can fall between the two.
         stream.connections.add(conn)
-        writer = asyncio.create_task(self._writer(stream, conn))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT and msg.data == "ping":
@@ -357,14 +385,11 @@ class Hub:
                     break
         finally:
             stream.connections.discard(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
         return ws
 
     async def _replay(self, ws: web.WebSocketResponse, stream: UserStream, last: int) -> bool:
-        """Send the frames after `last` straight to the socket (a long replay must not trip the
-        slow-client limit of the live queue). False when they are no longer all buffered."""
+        """Send the frames after `last`, waiting for the socket to drain as needed (a long replay must
+        not trip the slow-client limit of live frames). False when they are no longer all buffered."""
         if not 0 <= last <= stream.seq:
             return False
         sent = last
@@ -377,16 +402,6 @@ class Hub:
             for seq, frame in pending:
                 await ws.send_str(frame)
                 sent = seq
-
-    async def _writer(self, stream: UserStream, conn: Connection) -> None:
-        try:
-            while not conn.ws.closed:
-                frame = await conn.queue.get()
-                await conn.ws.send_str(frame)
-                if conn.cut:
-                    break
-        except ConnectionResetError:
-            pass
 
     async def close_token(self, token: str) -> None:
         """Signed out: its open sockets close too."""
@@ -403,6 +418,14 @@ class Hub:
             "frames_sent": self.frames_sent,
             "cut_off": self.cut_off,
         }
+
+
+async def _close_slow(conn: Connection) -> None:
+    """Close code 4001 tells the client to resume; one that does not read even that is dropped."""
+    try:
+        await asyncio.wait_for(conn.ws.close(code=CLOSE_SLOW, message=b"too slow; resume"), timeout=5)
+    except (TimeoutError, ConnectionError):
+        conn.transport.abort()
 
 
 def sees_team(stream: UserStream, agent_path: str | None) -> bool:

@@ -117,28 +117,25 @@ async def serve(db_url: str, port: int, clients: int, seconds: float, rate: floa
 
 
 def instrument_writes(hub: Any) -> list[float]:
-    """Server side of the figure: publish time → the frame handed to the socket (every 8th frame is
-    parsed for its publish time, to keep the probe's own cost small)."""
+    """Server side of the figure: publish time → the frame written to the client's socket (every 8th
+    frame is parsed for its publish time, to keep the probe's own cost small)."""
+    from agent_panel import ws as hub_module
+
     samples: list[float] = []
-    original = hub._writer
+    offer = hub_module.Connection.offer
     counter = 0
 
-    async def writer(stream: Any, conn: Any) -> None:
-        send = conn.ws.send_str
+    def timed_offer(conn: Any, text: str) -> bool:
+        nonlocal counter
+        ok = offer(conn, text)
+        counter += 1
+        if ok and counter % 8 == 0 and '"at":' in text:
+            at = json.loads(text)["data"].get("at")
+            if isinstance(at, float):
+                samples.append(time.time() - at)
+        return ok
 
-        async def timed_send(frame: str, *args: Any, **kwargs: Any) -> None:
-            nonlocal counter
-            await send(frame, *args, **kwargs)
-            counter += 1
-            if counter % 8 == 0 and '"at":' in frame:
-                at = json.loads(frame)["data"].get("at")
-                if isinstance(at, float):
-                    samples.append(time.time() - at)
-
-        conn.ws.send_str = timed_send
-        await original(stream, conn)
-
-    hub._writer = writer
+    hub_module.Connection.offer = timed_offer  # type: ignore[method-assign]
     return samples
 
 
@@ -251,28 +248,42 @@ async def one_run(args: argparse.Namespace, url: str, tokens: list[str]) -> dict
     )
     assert proc.stdout is not None and proc.stdin is not None
     hello = json.loads(await proc.stdout.readline())
-    base = f"http://127.0.0.1:{port}"
-    rec = Recorder()
-    stop = asyncio.Event()
-    readies = [asyncio.Event() for _ in tokens]
+    # The clients run in --client-procs processes of their own: one Python process reading 2,000
+    # sockets is itself slower than the server's fan-out and would be what the figure measured.
+    procs = []
     t0 = time.monotonic()
-    tasks = []
-    for token, ready in zip(tokens, readies, strict=True):
-        tasks.append(asyncio.create_task(client(base, token, rec, stop, ready)))
-        if len(tasks) % 100 == 0:
-            await asyncio.sleep(0.05)  # a login storm, but not a SYN flood
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=120)
+    share = -(-len(tokens) // args.client_procs)
+    for i in range(args.client_procs):
+        part = tokens[i * share : (i + 1) * share]
+        client_proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--clients-of", str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=256 * 1024 * 1024,
+        )  # fmt: skip
+        assert client_proc.stdin is not None and client_proc.stdout is not None
+        client_proc.stdin.write(("\n".join(part) + "\n\n").encode())
+        await client_proc.stdin.drain()
+        procs.append(client_proc)
+    for client_proc in procs:
+        assert client_proc.stdout is not None
+        await asyncio.wait_for(client_proc.stdout.readline(), timeout=120)  # "connected"
     connect_s = time.monotonic() - t0
     log(f"{len(tokens)} clients connected in {connect_s:.1f} s; publishing for {args.seconds} s")
     proc.stdin.write(b"go\n")
     await proc.stdin.drain()
     done = json.loads(await asyncio.wait_for(proc.stdout.readline(), timeout=args.seconds + 60))
-    stop.set()
+    rec = Recorder()
+    for client_proc in procs:
+        assert client_proc.stdin is not None and client_proc.stdout is not None
+        client_proc.stdin.write(b"stop\n")
+        await client_proc.stdin.drain()
+        part_result = json.loads(await asyncio.wait_for(client_proc.stdout.readline(), timeout=60))
+        rec.targeted += part_result["targeted"]
+        rec.banner += part_result["banner"]
+        rec.gaps += part_result["gaps"]
+        rec.closed_by_server += part_result["closed_by_server"]
+        await client_proc.wait()
     proc.stdin.write(b"stop\n")
     await proc.stdin.drain()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     await proc.wait()
     result: dict[str, Any] = {
         "clients": len(tokens),
@@ -296,6 +307,36 @@ async def one_run(args: argparse.Namespace, url: str, tokens: list[str]) -> dict
     return result
 
 
+async def clients_of(port: int) -> None:
+    """Child process: connect the tokens read from stdin, say "connected", record until "stop"."""
+    loop = asyncio.get_running_loop()
+    tokens = []
+    while line := (await loop.run_in_executor(None, sys.stdin.readline)).strip():
+        tokens.append(line)
+    base = f"http://127.0.0.1:{port}"
+    rec = Recorder()
+    stop = asyncio.Event()
+    readies = [asyncio.Event() for _ in tokens]
+    tasks = []
+    for token, ready in zip(tokens, readies, strict=True):
+        tasks.append(asyncio.create_task(client(base, token, rec, stop, ready)))
+        if len(tasks) % 100 == 0:
+            await asyncio.sleep(0.05)  # a login storm, but not a SYN flood
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=120)
+    print("connected", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(
+        json.dumps(
+            {"targeted": rec.targeted, "banner": rec.banner, "gaps": rec.gaps, "closed_by_server": rec.closed_by_server}
+        ),
+        flush=True,
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     log(f"preparing {args.clients} users and sessions in {DB_NAME}")
     url, tokens = await prepare(args.clients)
@@ -311,6 +352,7 @@ async def main(args: argparse.Namespace) -> None:
                 "clients": args.clients,
                 "rate_targeted_per_s": args.rate,
                 "banners_per_s": args.banners,
+                "client_processes": args.client_procs,
                 "seconds": args.seconds,
                 "median_all_p99_ms": median_of(runs, "all_p99_ms"),
                 "median_server_rss_peak_mib": median_of(runs, "server_rss_peak_mib"),
@@ -326,6 +368,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--clients-of":
+        asyncio.run(clients_of(int(sys.argv[2])))
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         _, _, db_url, port, n, seconds, rate, banners = sys.argv
         asyncio.run(serve(db_url, int(port), int(n), float(seconds), float(rate), float(banners)))
@@ -336,4 +381,5 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500.0, help="targeted events per second")
     parser.add_argument("--banners", type=float, default=2.0, help="broadcasts to every client per second")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
     asyncio.run(main(parser.parse_args()))

@@ -134,7 +134,6 @@ async def test_reconnect_resumes_from_last_seq_or_resyncs(panel: Panel, monkeypa
 
 
 async def test_a_slow_client_is_cut_off_not_buffered(panel: Panel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_module, "SEND_QUEUE", 8)
     hub = panel.app[HUB]
     async with panel.client() as a1:
         await login(a1, "agent1")
@@ -142,23 +141,59 @@ async def test_a_slow_client_is_cut_off_not_buffered(panel: Panel, monkeypatch: 
         assert (await ws.receive_json(timeout=5))["type"] == "resync"
         stream = hub.streams[panel.principals["agent1"].user_id]
         (conn,) = stream.connections
-        # Stall the writer as a browser that stopped reading would (TCP buffers full).
-        blocked = asyncio.Event()
+        # A browser that stopped reading: its socket's unsent bytes grow with every frame.
+        unsent = 0
+        written: list[bytes] = []
 
-        async def stalled(frame: str) -> None:
-            await blocked.wait()
+        def stalled_write(data: bytes) -> None:
+            nonlocal unsent
+            unsent += len(data)
+            written.append(data)
 
-        monkeypatch.setattr(conn.ws, "send_str", stalled)
-        for i in range(50):
-            hub.send_to_user(stream.user_id, "agent_state", {"n": i})
+        monkeypatch.setattr(hub_module, "SEND_BUFFER_LIMIT", 4096)
+        monkeypatch.setattr(conn.transport, "write", stalled_write)
+        monkeypatch.setattr(conn.transport, "get_write_buffer_size", lambda: unsent)
+        for i in range(200):
+            hub.send_to_user(stream.user_id, "agent_state", {"n": i, "pad": "x" * 100})
         assert hub.cut_off == 1
         assert conn not in stream.connections
-        assert conn.queue.qsize() <= 8  # memory stayed bounded
-        blocked.set()
+        assert sum(map(len, written)) <= 4096 + 200  # memory stayed bounded: writing stopped at the limit
+        assert len(written) < 200
+        monkeypatch.undo()
         # Its user reconnects and resumes from the buffer (nothing lost within BUFFER frames).
         ws2 = await a1.ws_connect("/ws?last_seq=0")
         frames = []
         while not frames or frames[-1]["type"] != "resumed":
             frames.append(await ws2.receive_json(timeout=5))
-        assert [f["data"]["n"] for f in frames[:-1]] == list(range(50))
+        assert [f["data"]["n"] for f in frames[:-1]] == list(range(200))
         await ws2.close()
+
+
+async def test_frames_of_every_length_class_reach_a_real_client(panel: Panel) -> None:
+    """The hub writes WebSocket frames itself (see Connection): a real client reads the three length
+    encodings (7-bit, 16-bit, 64-bit) back intact."""
+    hub = panel.app[HUB]
+    async with panel.client() as a1:
+        await login(a1, "agent1")
+        ws = await a1.ws_connect("/ws", max_msg_size=1 << 20)
+        assert (await ws.receive_json(timeout=5))["type"] == "resync"
+        user_id = panel.principals["agent1"].user_id
+        for size in (10, 500, 70_000):
+            hub.send_to_user(user_id, "note", {"text": "话" * size})
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "note" and frame["data"]["text"] == "话" * size
+        await ws.close()
+
+
+def test_text_frames_follow_rfc_6455() -> None:
+    for size in (0, 125, 126, 65535, 65536):
+        text = "会" * (size // 3) + "x" * (size % 3)
+        frame = hub_module.text_frame(text)
+        payload = text.encode()
+        assert frame[0] == 0x81
+        if len(payload) < 126:
+            assert frame[1] == len(payload) and frame[2:] == payload
+        elif len(payload) < 65536:
+            assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == len(payload) and frame[4:] == payload
+        else:
+            assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == len(payload) and frame[10:] == payload
