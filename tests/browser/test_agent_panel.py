@@ -247,6 +247,16 @@ async def test_hold_mute_and_blind_transfer_to_another_agent(
     stack: Stack, agent: Page, agent2: Page, customer: BaresipPhone
 ) -> None:
     linkedid = await _answered_call(stack, agent, customer)
+    ami = await stack.sandbox.ami(raw=True)
+    try:
+        mark = len(ami.events)
+        await agent.click("#keypad button[data-dtmf='5']")
+        digit = await ami.wait_for_event(
+            "DTMFEnd", since=mark, timeout=10, predicate=lambda m: m.get("Channel", "").startswith("PJSIP/webrtc2001")
+        )
+        assert digit["Digit"] == "5" and digit["Direction"] == "Received"  # Asterisk got it from the browser
+    finally:
+        await ami.close()
     await agent.click("#btn-mute")
     assert await agent.evaluate("window.panel.phone.muted") is True
     await agent.click("#btn-mute")
@@ -322,3 +332,31 @@ async def test_unknown_caller_becomes_a_member_and_matches_next_time(stack: Stac
         await caller.hangup()
     finally:
         await caller.close()
+
+
+async def test_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue(
+    stack: Stack, agent: Page, agent2: Page, customer: BaresipPhone
+) -> None:
+    await agent2.click("#btn-login")
+    await agent2.click("#btn-ready")
+    await expect(agent2.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
+    try:
+        # agent2 is in the queues now too: the caller may ring either; whoever answers transfers to vip.
+        await expect(agent.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=15_000)
+        mark = customer.mark()
+        await customer.dial("4008001234")
+        await expect(agent.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+        await agent.click("#btn-answer")
+        await customer.wait_for_event("CALL_ESTABLISHED", since=mark, timeout=10)
+        await agent.fill("#transfer-target", "vip")
+        await agent.click("#btn-blind")
+        await expect(agent2.locator("#btn-answer")).to_be_enabled(timeout=15_000)
+        await expect(agent2.locator("#pop")).to_contain_text("贵宾", timeout=5_000)  # offered by the vip queue
+        await agent2.click("#btn-answer")
+        await expect(agent2.locator("#call-info")).to_have_text(re.compile("通话中|In call"), timeout=10_000)
+        await customer.hangup()
+        await _save_wrapup(agent)
+        await _save_wrapup(agent2)
+    finally:
+        await agent2.click("#btn-logout-queues")
+        await expect(agent2.locator("#agent-state")).to_have_attribute("data-state", "logged_out", timeout=10_000)
