@@ -49,6 +49,7 @@ SEND_BUFFER_LIMIT = 256 * 1024  # bytes waiting in one connection's socket buffe
 CLOSE_SLOW = 4001
 CLOSE_SIGNED_OUT = 4003
 HEARTBEAT = 15.0
+STREAM_IDLE_TTL = 900.0  # a user with no open socket this long is forgotten (a later connect resyncs)
 QUEUE_STATS_EVERY = 0.25  # seconds between queue-count frames while calls change
 
 PopRenderer = Callable[[ScreenPop, str], str]
@@ -99,6 +100,7 @@ class UserStream:
     frames: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=BUFFER))
     connections: set[Connection] = field(default_factory=set)
     call: dict[str, Any] | None = None  # the live call's pop frame data, for a resync
+    idle_since: float | None = None  # time.monotonic() when its last socket closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +167,23 @@ class Hub:
     async def _directory_loop(self) -> None:
         while True:
             await asyncio.sleep(30)
+            self.forget_idle_streams()
             with contextlib.suppress(Exception):
                 await self.load_directory()
+
+    def forget_idle_streams(self, now: float | None = None) -> int:
+        """Drop the buffers of users gone for STREAM_IDLE_TTL: a signed-out shift must not keep
+        256 frames per agent for ever. Their next connect gets a resync instead of a replay."""
+        now = time.monotonic() if now is None else now
+        idle = [
+            uid
+            for uid, s in self.streams.items()
+            if not s.connections and s.idle_since is not None and now - s.idle_since > STREAM_IDLE_TTL
+        ]
+        for uid in idle:
+            del self.streams[uid]
+            self.watchers.pop(uid, None)
+        return len(idle)
 
     # ------------------------------------------------------------------ sending
     def _stream(self, info: SessionInfo) -> UserStream:
@@ -377,6 +394,7 @@ class Hub:
             conn.offer(json.dumps({"seq": stream.seq, "type": "resumed", "data": {"from": last}}))
         # No await between the replay's last check and this: no frame can fall between the two.
         stream.connections.add(conn)
+        stream.idle_since = None
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT and msg.data == "ping":
@@ -385,6 +403,8 @@ class Hub:
                     break
         finally:
             stream.connections.discard(conn)
+            if not stream.connections:
+                stream.idle_since = time.monotonic()
         return ws
 
     async def _replay(self, ws: web.WebSocketResponse, stream: UserStream, last: int) -> bool:

@@ -185,6 +185,30 @@ async def test_frames_of_every_length_class_reach_a_real_client(panel: Panel) ->
         await ws.close()
 
 
+async def test_users_gone_for_long_are_forgotten(panel: Panel) -> None:
+    hub = panel.app[HUB]
+    async with panel.client() as a1:
+        await login(a1, "agent1")
+        ws = await a1.ws_connect("/ws")
+        assert (await ws.receive_json(timeout=5))["type"] == "resync"
+        user_id = panel.principals["agent1"].user_id
+        hub.send_to_user(user_id, "note", {"n": 1})
+        assert hub.forget_idle_streams() == 0  # connected: kept
+        await ws.close()
+        for _ in range(50):
+            if hub.streams[user_id].idle_since is not None:
+                break
+            await asyncio.sleep(0.02)
+        stream = hub.streams[user_id]
+        assert stream.idle_since is not None
+        assert hub.forget_idle_streams(stream.idle_since + 60) == 0  # a short break: the buffer stays
+        assert hub.forget_idle_streams(stream.idle_since + hub_module.STREAM_IDLE_TTL + 1) == 1
+        assert user_id not in hub.streams
+        ws = await a1.ws_connect("/ws?last_seq=1")
+        assert (await ws.receive_json(timeout=5))["type"] == "resync"  # nothing left to replay
+        await ws.close()
+
+
 def test_text_frames_follow_rfc_6455() -> None:
     for size in (0, 125, 126, 65535, 65536):
         text = "会" * (size // 3) + "x" * (size % 3)
