@@ -48,7 +48,9 @@ def show(event: DomainEvent) -> None:
     if isinstance(event, ScreenPop) and not event.partial:
         member = event.member["profile"] if event.member else None
         who = (
-            f"[bold]{member['name']}[/] {member['member_no']} ({member['member_type']})"
+            "[dim]a simulated seat with no CRM user: the number only[/]"
+            if event.user_id is None
+            else f"[bold]{member['name']}[/] {member['member_no']} ({member['member_type']})"
             if member
             else f"{len(event.candidates)} candidates"
             if event.candidates
