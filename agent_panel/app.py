@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agent_panel.auth import SessionCache, auth_middleware
 from agent_panel.i18n import build_catalogues
 from agent_panel.keys import AUTH, ENGINE, HUB, I18N, SESSIONS, SETTINGS
-from agent_panel.routes import api, pages
+from agent_panel.routes import api, ops, pages
 from agent_panel.ws import Hub
 from crm_core.settings import Settings
 from cti.calls.events import AgentStateChanged, CallAbandoned, CallAnswered, CallEnded, CallMissed, CallOffered
@@ -64,6 +64,7 @@ def create_app(
     )
     pages.setup(app)
     api.setup(app)
+    ops.setup(app)
     app.router.add_static("/static/", STATIC, append_version=True)
     app.cleanup_ctx.append(_run_hub)
     if start_engine:

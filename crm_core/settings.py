@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     session_hours: float = Field(default=12.0, gt=0)
     cookie_secure: bool = False  # set true behind HTTPS
     language: str = "zh_CN"  # zh_CN or en; each user may switch
+    monitor_token: str = ""  # bearer token for /healthz and /metrics (empty: administrators' sessions only)
     # Browser softphones: the server hands each agent the credentials of its own endpoint after login,
     # so no secret is ever in a page or a script. CTI_SIP_SECRETS is JSON: {"webrtc2001": "…"}.
     sip_ws_url: str = "ws://127.0.0.1:8088/ws"

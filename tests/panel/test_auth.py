@@ -10,11 +10,13 @@ import pytest
 from aiohttp import WSServerHandshakeError
 
 from agent_panel.auth import COOKIE
+from agent_panel.keys import SETTINGS
 from tests.panel.conftest import Panel, login
 
 # Routes every signed-in role may use vs. routes for those who take calls (agents, supervisors, admins).
 STAFF_ONLY = re.compile(r"^/($|callbacks|partials/callbacks|ws|api/v1/(softphone|agent|dial|wrapup|callbacks|queues))")
 SUPERVISOR_ONLY = re.compile(r"^/api/v1/broadcast")
+ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
 PUBLIC = {"/login"}
 
 
@@ -55,7 +57,9 @@ async def test_every_route_refused_without_a_session(panel: Panel) -> None:
             if path in PUBLIC:
                 continue
             response = await client.request(method, path, allow_redirects=False)
-            if method == "GET" and not path.startswith(("/api/", "/partials/", "/ws")):
+            if ADMIN_ONLY.match(path):
+                assert response.status == 403, (method, path)
+            elif method == "GET" and not path.startswith(("/api/", "/partials/", "/ws")):
                 assert response.status == 303, (method, path)
                 assert response.headers["Location"].startswith("/login?next=")
             else:
@@ -66,8 +70,9 @@ async def test_every_route_refused_without_a_session(panel: Panel) -> None:
 
 
 async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
-    staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}")
-    for username, denied in (("staff1", staff_denied), ("agent1", SUPERVISOR_ONLY)):
+    staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}")
+    agent_denied = re.compile(f"{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}")
+    for username, denied in (("staff1", staff_denied), ("agent1", agent_denied), ("sup1", ADMIN_ONLY)):
         async with panel.client() as client:
             csrf = await login(client, username)
             for method, path in routes(panel):
@@ -181,3 +186,21 @@ async def test_softphone_credentials_only_for_the_agents_own_seat(panel: Panel) 
         response = await client.get("/api/v1/softphone")
         assert response.status == 409
         assert "s3cret" not in await response.text()
+
+
+async def test_health_and_metrics_for_administrators_and_the_monitoring_token(panel: Panel) -> None:
+    panel.app[SETTINGS].monitor_token = "m0nitor-" + "x" * 24
+    async with panel.client() as anonymous:
+        assert (await anonymous.get("/healthz", headers={"Authorization": "Bearer wrong"})).status == 403
+        health = await anonymous.get(
+            "/healthz", headers={"Authorization": f"Bearer {panel.app[SETTINGS].monitor_token}"}
+        )
+        # The panel here runs without a PBX: the database is fine, AMI is not, so the check fails.
+        assert health.status == 503
+        assert await health.json() == {"database": True, "ami": False}
+    async with panel.client() as admin:
+        await login(admin, "admin1")
+        metrics = await admin.get("/metrics")
+        assert metrics.status == 200
+        body = await metrics.text()
+        assert "cti_ami_connected 0" in body and 'cti_bus_handled_total{subscriber="ws-hub"}' in body
