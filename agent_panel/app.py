@@ -61,6 +61,7 @@ def create_app(
         engine.tracker,
         engine.agents.state_of,
         lambda pop, lang: pages.render_pop(catalogues, settings, pop, lang),
+        all_states=lambda: tuple(engine.agents.states.values()),
     )
     pages.setup(app)
     api.setup(app)

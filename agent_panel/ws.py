@@ -120,12 +120,14 @@ class Hub:
         agent_state: Callable[[str], AgentStateChanged | None],
         render_pop: PopRenderer,
         *,
+        all_states: Callable[[], Iterable[AgentStateChanged]] = tuple,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.sessions = sessions
         self.tracker = tracker
         self.agent_state = agent_state
         self.render_pop = render_pop
+        self.all_states = all_states
         self.clock = clock
         self.streams: dict[int, UserStream] = {}
         # Supervisors and administrators, who also see their teams' agents: an agent-state event
@@ -363,7 +365,14 @@ class Hub:
             linkedid = call.get("linkedid")
             if linkedid is None or self.tracker.call_snapshot(linkedid) is None:
                 stream.call = call = None
+        team = []
+        if stream.role in (Role.SUPERVISOR, Role.ADMIN):
+            for other in self.all_states():
+                entry = self.by_endpoint.get(other.agent)
+                if sees_team(stream, entry.org_path if entry else None):
+                    team.append(agent_state_data(other))
         return {
+            "team": team,
             "agent_state": agent_state_data(state) if state else None,
             "call": call,
             "queues": self.queue_stats,

@@ -29,6 +29,7 @@ from crm_core.members.validation import InvalidField
 from crm_core.security.policy import PermissionDenied, Role
 from cti.agents import AgentError
 from cti.dialer import DialRefused
+from cti.supervision import SpyRefused, spy
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -50,6 +51,8 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/members/{member_id:\\d+}/comms", comms_list)
     r.add_post("/api/v1/members/{member_id:\\d+}/comms", comms_add)
     r.add_post("/api/v1/broadcast", broadcast)
+    r.add_post("/api/v1/supervise", supervise)
+    r.add_post("/api/v1/agents/{agent:[A-Za-z0-9_-]+}/{action:ready|pause|logout}", force_agent)
     r.add_get("/api/v1/queues", queues)
 
 
@@ -463,3 +466,60 @@ async def broadcast(request: web.Request) -> web.Response:
 @allow(*STAFF)
 async def queues(request: web.Request) -> web.Response:
     return web.json_response({"queues": request.app[HUB].compute_queue_stats()})
+
+
+def _in_team(request: web.Request, agent: str) -> bool:
+    """Supervisors act on the agents of their org unit and below; administrators on everyone."""
+    principal = session_of(request).principal
+    if principal.role == Role.ADMIN:
+        return True
+    entry = request.app[HUB].by_endpoint.get(agent)
+    path = entry.org_path if entry else None
+    return bool(path and principal.org_unit_path and path.startswith(principal.org_unit_path))
+
+
+class SuperviseIn(Strict):
+    agent: str = Field(min_length=1, max_length=64)
+    mode: Literal["listen", "whisper", "barge"]
+
+
+@allow(*SUPERVISORS)
+async def supervise(request: web.Request) -> web.Response:
+    """Listen, whisper or barge on an agent's live call: the supervisor's softphone rings first."""
+    data = await parse(request, SuperviseIn)
+    if not _in_team(request, data.agent):
+        return refused(403, f"{data.agent} is not in your team")
+    engine = request.app[ENGINE]
+    try:
+        await spy(engine.ami, engine.agents, _endpoint(request), data.agent, data.mode)
+    except SpyRefused as exc:
+        return refused(409, str(exc))
+    return web.json_response({"ok": True, "agent": data.agent, "mode": data.mode})
+
+
+class ForceIn(Strict):
+    reason: str | None = Field(default=None, max_length=32)
+
+
+@allow(*SUPERVISORS)
+async def force_agent(request: web.Request) -> web.Response:
+    """A supervisor sets an agent ready, paused (with a reason) or logged out of the queues."""
+    agent, action = request.match_info["agent"], request.match_info["action"]
+    data = await parse(request, ForceIn)
+    if not _in_team(request, agent):
+        return refused(403, f"{agent} is not in your team")
+    agents = request.app[ENGINE].agents
+
+    async def run() -> web.Response:
+        if action == "ready":
+            await agents.ready(agent)
+        elif action == "pause":
+            await agents.pause(agent, data.reason or "meeting")
+        else:
+            await agents.logout(agent)
+        log.info("%s forced %s %s", session_of(request).principal.username, agent, action)
+        return web.json_response({"ok": True, "agent": agent, "action": action})
+
+    result = await guarded(run)
+    assert isinstance(result, web.Response)
+    return result

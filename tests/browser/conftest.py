@@ -36,6 +36,7 @@ from asterisk_sandbox import Sandbox, SandboxError
 
 ARTEFACTS = Path(os.environ.get("CTI_TEST_ARTEFACTS", "var/test-artefacts"))
 SEATS = {"agent1": "webrtc2001", "agent2": "webrtc2002"}
+SUPERVISOR_SEAT = "webrtc2003"
 
 
 @dataclass
@@ -102,7 +103,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                         await session.execute(
                             update(User).where(User.username == username).values(display_name=f"坐席{endpoint[-1]}")
                         )
-                await factories.principal(sessions, "sup1", Role.SUPERVISOR, "300")
+                await factories.principal(sessions, "sup1", Role.SUPERVISOR, "300", SUPERVISOR_SEAT)
                 settings = Settings(
                     database_url=_unix_socket_url(tcp_url),
                     ami_host=st["ami"]["host"],
@@ -113,7 +114,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                     http_port=_free_port(),
                     sip_ws_url=st["http"]["ws_url"],
                     sip_domain=address,
-                    sip_secrets={e: st["endpoints"][e]["secret"] for e in SEATS.values()},
+                    sip_secrets={e: st["endpoints"][e]["secret"] for e in (*SEATS.values(), SUPERVISOR_SEAT)},
                     queues={
                         "member-service": QueuePolicy(wrapup_seconds=2, team="310"),
                         "vip": QueuePolicy(wrapup_seconds=2, team="310"),

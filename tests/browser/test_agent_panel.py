@@ -360,3 +360,36 @@ async def test_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue(
     finally:
         await agent2.click("#btn-logout-queues")
         await expect(agent2.locator("#agent-state")).to_have_attribute("data-state", "logged_out", timeout=10_000)
+
+
+@pytest.fixture(scope="module")
+async def supervisor(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Page]:
+    chromium = await launch(tmp_path_factory.mktemp("chromium-sup1"))
+    page = await chromium.context.new_page()
+    await sign_in(stack, page, "sup1")
+    yield page
+    await chromium.close()
+
+
+async def test_supervisor_listens_to_a_live_call_and_sets_agent_states(
+    stack: Stack, agent: Page, supervisor: Page, customer: BaresipPhone
+) -> None:
+    await _answered_call(stack, agent, customer)
+    row = supervisor.locator("#team-states li[data-agent='webrtc2001']")
+    await expect(row).to_have_class(re.compile(r"\bon_call\b"), timeout=10_000)
+    await row.locator("button[data-action='listen']").click()
+    # The supervisor's own softphone rings; answering joins the call silently and hears it.
+    await expect(supervisor.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+    await supervisor.click("#btn-answer")
+    await asyncio.sleep(2.0)
+    stats = await supervisor.evaluate("window.panel.phone.stats()")
+    assert stats is not None and stats["received"] > 1000, stats
+    await supervisor.screenshot(path=stack.screenshot_path("8-supervisor-listening"), full_page=True)
+    await supervisor.click("#btn-hangup")
+    await customer.hangup()
+    await _save_wrapup(agent)
+    # Force the agent paused, then ready again, from the team list.
+    await row.locator("button[data-action='pause']").click()
+    await expect(agent.locator("#agent-state")).to_have_attribute("data-state", "paused", timeout=10_000)
+    await row.locator("button[data-action='ready']").click()
+    await expect(agent.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)

@@ -15,7 +15,7 @@ from tests.panel.conftest import Panel, login
 
 # Routes every signed-in role may use vs. routes for those who take calls (agents, supervisors, admins).
 STAFF_ONLY = re.compile(r"^/($|callbacks|partials/callbacks|ws|api/v1/(softphone|agent|dial|wrapup|callbacks|queues))")
-SUPERVISOR_ONLY = re.compile(r"^/api/v1/broadcast")
+SUPERVISOR_ONLY = re.compile(r"^/api/v1/(broadcast|supervise|agents/)")
 ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
 PUBLIC = {"/login"}
 
@@ -83,8 +83,11 @@ async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
                 )
                 if denied.match(path):
                     assert response.status == 403, (username, method, path, response.status)
+                    assert "your role may not use this" in await response.text() or ADMIN_ONLY.match(path)
                 else:
-                    assert response.status != 403, (username, method, path, await response.text())
+                    # Not refused for the role (a business refusal such as "not in your team" may still be 403).
+                    body = await response.text()
+                    assert response.status != 403 or "your role may not use this" not in body, (username, path, body)
     async with panel.client() as client:
         await login(client, "staff1")
         with pytest.raises(WSServerHandshakeError) as refused:
@@ -204,3 +207,22 @@ async def test_health_and_metrics_for_administrators_and_the_monitoring_token(pa
         assert metrics.status == 200
         body = await metrics.text()
         assert "cti_ami_connected 0" in body and 'cti_bus_handled_total{subscriber="ws-hub"}' in body
+
+
+async def test_supervisors_act_only_on_their_own_team(panel: Panel) -> None:
+    async with panel.client() as sup:
+        csrf = await login(sup, "sup1")  # leads 310: agent1 (webrtc2001) yes, agent2 (webrtc2002, 320) no
+        headers = {"X-CSRF-Token": csrf}
+        other = await sup.post("/api/v1/agents/webrtc2002/pause", json={"reason": "meeting"}, headers=headers)
+        assert other.status == 403 and "not in your team" in (await other.json())["error"]
+        spy_other = await sup.post("/api/v1/supervise", json={"agent": "webrtc2002", "mode": "listen"}, headers=headers)
+        assert spy_other.status == 403
+        # In the team, but nobody is on a call (and sup1 has no seat here): refused with a reason, not a 500.
+        own = await sup.post("/api/v1/supervise", json={"agent": "webrtc2001", "mode": "barge"}, headers=headers)
+        assert own.status == 409
+        bad = await sup.post("/api/v1/supervise", json={"agent": "webrtc2001", "mode": "shout"}, headers=headers)
+        assert bad.status == 400
+    async with panel.client() as admin:
+        csrf = await login(admin, "admin1")
+        anyone = await admin.post("/api/v1/agents/webrtc2002/ready", json={}, headers={"X-CSRF-Token": csrf})
+        assert anyone.status == 409  # allowed for an administrator; refused only because it is not logged in

@@ -210,9 +210,39 @@ function showTeam(data) {
   for (const a of [...team.values()].sort((x, y) => x.agent.localeCompare(y.agent))) {
     const li = document.createElement("li");
     li.className = `state ${a.state}`;
-    li.textContent = `${a.name || a.agent}: ${S[a.state] || a.state}${a.pause_reason ? ` · ${a.pause_reason}` : ""}`;
+    li.dataset.agent = a.agent;
+    const label = document.createElement("span");
+    label.textContent = `${a.name || a.agent}: ${S[a.state] || a.state}${a.pause_reason ? ` · ${a.pause_reason}` : ""}`;
+    li.appendChild(label);
+    const actions = a.state === "on_call" ? ["listen", "whisper", "barge"] : [];
+    if (a.state !== "logged_out") actions.push(a.paused ? "ready" : "pause", "logout");
+    for (const action of actions) {
+      const b = document.createElement("button");
+      b.className = "small team-action";
+      b.dataset.agent = a.agent;
+      b.dataset.action = action;
+      b.textContent = S[`act_${action}`] || action;
+      li.appendChild(b);
+    }
     list.appendChild(li);
   }
+}
+
+const teamList = document.getElementById("team-states");
+if (teamList) {
+  teamList.addEventListener("click", async (e) => {
+    const b = e.target.closest("button.team-action");
+    if (!b) return;
+    const { agent, action } = b.dataset;
+    try {
+      if (["listen", "whisper", "barge"].includes(action)) {
+        await api("POST", "/api/v1/supervise", { agent, mode: action });
+        toast(S.calling);
+      } else {
+        await api("POST", `/api/v1/agents/${agent}/${action}`, action === "pause" ? { reason: "meeting" } : {});
+      }
+    } catch (err) { toast(err.message, "error"); }
+  });
 }
 
 const banner = document.getElementById("banner-form");
@@ -231,6 +261,7 @@ function onFrame(frame) {
   switch (frame.type) {
     case "resync":
       showState(d.agent_state);
+      for (const a of d.team || []) showTeam(a);
       showQueues(d.queues);
       showBanner(d.banner);
       if (d.call && d.call.html) showPop(d.call);
