@@ -263,8 +263,14 @@ class Hub:
         stream = self.streams.get(pop.user_id) if pop.user_id is not None else self._user_for(pop.agent)
         if stream is None:
             return
-        data = pop_data(pop)
         snap = self.tracker.call_snapshot(pop.linkedid)
+        spy = snap.variables.get("CTI_SPY") if snap is not None else None
+        if spy is not None and snap is not None:
+            # A supervisor's listen / whisper / barge leg ringing: no caller, no card to pop.
+            agent = snap.variables.get("CTI_SPY_AGENT")
+            self._send(stream, "supervising", {"linkedid": pop.linkedid, "mode": spy, "agent": agent})
+            return
+        data = pop_data(pop)
         if snap is not None:
             data["queued_at"] = snap.queued_at or snap.started_at
         stream.call = data
@@ -280,7 +286,7 @@ class Hub:
         entry = self.by_endpoint.get(event.agent)
         agent_path = entry.org_path if entry else None
         for sup in self.watchers.values():
-            if sup.connections and sees_team(sup, agent_path):
+            if sup.connections and sup.endpoint != event.agent and sees_team(sup, agent_path):
                 self._send(sup, "team_state", data)
         self._stats_dirty.set()
 
@@ -369,7 +375,7 @@ class Hub:
         if stream.role in (Role.SUPERVISOR, Role.ADMIN):
             for other in self.all_states():
                 entry = self.by_endpoint.get(other.agent)
-                if sees_team(stream, entry.org_path if entry else None):
+                if other.agent != stream.endpoint and sees_team(stream, entry.org_path if entry else None):
                     team.append(agent_state_data(other))
         return {
             "team": team,

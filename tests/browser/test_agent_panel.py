@@ -380,6 +380,8 @@ async def test_supervisor_listens_to_a_live_call_and_sets_agent_states(
     await row.locator("button[data-action='listen']").click()
     # The supervisor's own softphone rings; answering joins the call silently and hears it.
     await expect(supervisor.locator("#btn-answer")).to_be_enabled(timeout=10_000)
+    await expect(supervisor.locator("#pop h2.supervising")).to_contain_text("监听: webrtc2001")  # not a caller card
+    assert await supervisor.locator("#team-states li[data-agent='webrtc2003']").count() == 0  # not itself
     await supervisor.click("#btn-answer")
     await asyncio.sleep(2.0)
     stats = await supervisor.evaluate("window.panel.phone.stats()")

@@ -268,6 +268,16 @@ function onFrame(frame) {
       fire("callbacks-changed");
       break;
     case "pop": showPop(d); break;
+    case "supervising": {
+      const pop = $("pop");
+      pop.classList.remove("empty", "ended");
+      pop.innerHTML = "";
+      const h = document.createElement("h2");
+      h.className = "supervising";
+      h.textContent = `${S[`act_${d.mode}`] || d.mode}: ${d.agent || ""}`;
+      pop.appendChild(h);
+      break;
+    }
     case "agent_state": showState(d); break;
     case "team_state": showTeam(d); break;
     case "queues": showQueues(d.queues); break;
