@@ -271,7 +271,11 @@ async def wrapup(request: web.Request) -> web.Response:
                     replace_for_call=True,
                 )
         if info.agent_endpoint:
-            await engine.agents.finish_wrapup(info.agent_endpoint)
+            try:
+                await engine.agents.finish_wrapup(info.agent_endpoint)
+            except AgentError as exc:  # the wrap-up is saved; only the release failed (PBX away)
+                log.warning("wrap-up saved but %s not released: %s", info.agent_endpoint, exc)
+                return web.json_response({"ok": True, "communication_id": record_id, "warning": str(exc)})
         return web.json_response({"ok": True, "communication_id": record_id})
 
     result = await guarded(run)

@@ -78,6 +78,8 @@ class AgentManager:
         if policy is None or not policy.wrapup_required:
             return
         for agent in event.answered_agents:
+            if not self.is_logged_in(agent):
+                continue  # took the call by a transfer, from outside the queues: nothing to hold
             self.required_wrapups.add(agent)
             try:
                 await queue_pause(self.ami, interface=interface_of(agent), paused=True, reason=WRAPUP_REASON)
@@ -160,5 +162,9 @@ class AgentManager:
 
     async def finish_wrapup(self, endpoint: str) -> None:
         """The wrap-up form was saved: release a required wrap-up hold."""
-        if endpoint in self.required_wrapups:
-            await self.ready(endpoint)
+        if endpoint not in self.required_wrapups:
+            return
+        if not self.is_logged_in(endpoint):
+            self.required_wrapups.discard(endpoint)  # logged out meanwhile: no hold left to release
+            return
+        await self.ready(endpoint)

@@ -116,7 +116,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                     sip_domain=address,
                     sip_secrets={e: st["endpoints"][e]["secret"] for e in (*SEATS.values(), SUPERVISOR_SEAT)},
                     queues={
-                        "member-service": QueuePolicy(wrapup_seconds=2, team="310"),
+                        # Wrap-up required: the agent stays in wrap-up after a call until the form is saved.
+                        "member-service": QueuePolicy(wrapup_seconds=2, team="310", wrapup_required=True),
                         "vip": QueuePolicy(wrapup_seconds=2, team="310"),
                     },
                 )

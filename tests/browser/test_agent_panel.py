@@ -99,6 +99,10 @@ async def test_inbound_call_pops_answers_talks_and_wraps_up(
     await page.click("#btn-hangup")
     wrapup = page.locator("#wrapup")
     await expect(wrapup).to_be_visible(timeout=10_000)
+    # member-service requires wrap-up: the agent is held (no new call offered) until it is saved,
+    # well past the queue's own 2 s wrap-up time.
+    await asyncio.sleep(3)
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "wrap_up")
     linkedid = await wrapup.locator("input[name=linkedid]").input_value()
     assert linkedid
     await wrapup.locator("select[name=disposition]").select_option("resolved")
@@ -107,6 +111,7 @@ async def test_inbound_call_pops_answers_talks_and_wraps_up(
     await page.screenshot(path=stack.screenshot_path("3-wrap-up"), full_page=True)
     await page.click("#btn-wrapup")
     await expect(wrapup).to_be_hidden(timeout=5_000)
+    await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
 
     async with read_session(stack.sessions) as session:
         record = (

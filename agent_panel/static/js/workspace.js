@@ -68,10 +68,12 @@ $("dial-form").addEventListener("submit", async (e) => {
 function showState(data) {
   const el = $("agent-state");
   if (!data) { el.textContent = S.logged_out; el.className = "state logged_out"; el.dataset.state = "logged_out"; return; }
-  const label = S[data.state] || data.state;
-  el.textContent = data.paused && data.pause_reason ? `${label} · ${data.pause_reason}` : label;
-  el.className = `state ${data.state}`;
-  el.dataset.state = data.state;
+  // A queue that requires wrap-up holds the agent paused with reason "wrap-up" until it is saved.
+  const st = data.paused && data.pause_reason === "wrap-up" ? "wrap_up" : data.state;
+  const label = S[st] || st;
+  el.textContent = st === "paused" && data.pause_reason ? `${label} · ${data.pause_reason}` : label;
+  el.className = `state ${st}`;
+  el.dataset.state = st;
 }
 
 async function agentAction(action, body) {
