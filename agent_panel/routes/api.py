@@ -82,10 +82,7 @@ def refused(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-T = TypeVar("T")
-
-
-async def guarded(action: Callable[[], Awaitable[T]]) -> T | web.Response:
+async def guarded(action: Callable[[], Awaitable[web.Response]]) -> web.Response:
     """Map domain refusals to HTTP answers in one place."""
     try:
         return await action()
@@ -170,9 +167,7 @@ async def agent_action(request: web.Request) -> web.Response:
             await agents.pause(endpoint, reason)
         return web.json_response({"ok": True})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 # ---------------------------------------------------------------------------- click-to-dial
@@ -201,9 +196,7 @@ async def dial(request: web.Request) -> web.Response:
         )
         return web.json_response({"call_id": started.call_id, "number": started.number_masked})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 # ---------------------------------------------------------------------------- wrap-up
@@ -278,9 +271,7 @@ async def wrapup(request: web.Request) -> web.Response:
                 return web.json_response({"ok": True, "communication_id": record_id, "warning": str(exc)})
         return web.json_response({"ok": True, "communication_id": record_id})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -347,9 +338,7 @@ async def callback_action(request: web.Request) -> web.Response:
         app[HUB].callbacks_changed(callback_id)
         return web.json_response({"callback_id": callback_id, "status": status})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 # ---------------------------------------------------------------------------- members
@@ -386,9 +375,7 @@ async def member_create(request: web.Request) -> web.Response:
             status=201,
         )
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 class LinkIn(Strict):
@@ -410,9 +397,7 @@ async def member_link_number(request: web.Request) -> web.Response:
         engine.crm.forget_number(data.number)
         return web.json_response({"member_id": member_id, "contact_id": contact_id, "linked": contact_id is not None})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 @allow(*ALL_ROLES)
@@ -424,9 +409,7 @@ async def comms_list(request: web.Request) -> web.Response:
             rows = await records_for_member(session, session_of(request).principal, member_id)
         return web.json_response({"records": rows})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 class CommIn(Strict):
@@ -450,9 +433,7 @@ async def comms_add(request: web.Request) -> web.Response:
             )
         return web.json_response({"id": record_id}, status=201)
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)
 
 
 # ---------------------------------------------------------------------------- supervisors
@@ -524,6 +505,4 @@ async def force_agent(request: web.Request) -> web.Response:
         log.info("%s forced %s %s", session_of(request).principal.username, agent, action)
         return web.json_response({"ok": True, "agent": agent, "action": action})
 
-    result = await guarded(run)
-    assert isinstance(result, web.Response)
-    return result
+    return await guarded(run)

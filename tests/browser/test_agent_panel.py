@@ -149,15 +149,8 @@ async def test_click_to_dial_from_member_page_rings_browser_then_customer(
         await customer.hangup()
         await expect(page.locator("#wrapup")).to_be_visible(timeout=10_000)
         linkedid = await page.locator("#wrapup input[name=linkedid]").input_value()
-        async with read_session(stack.sessions) as session:
-            call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
-        for _ in range(50):
-            if call is not None and call.state == "ended":
-                break
-            await asyncio.sleep(0.1)
-            async with read_session(stack.sessions) as session:
-                call = (await session.execute(select(Call).where(Call.linkedid == linkedid))).scalar_one_or_none()
-        assert call is not None and call.direction == "outbound" and call.outcome == "answered"
+        call = await _ended_call(stack, linkedid)
+        assert call.direction == "outbound" and call.outcome == "answered"
         assert call.callee_e164 == "+86" + MEMBER_NUMBER
         await page.locator("#wrapup textarea[name=summary]").fill("回访完成")
         await page.click("#btn-wrapup")
