@@ -428,7 +428,8 @@ async def search_members(
         return []
     stmt = select(Member).where(scope_filter(principal, Member.owner_user_id, Member.org_unit_id))
     phone = normalise(text)
-    conditions = [Member.member_no == text.upper(), Member.name.startswith(text)]
+    # autoescape: a typed % or _ is a character, not a wildcard matching every member.
+    conditions = [Member.member_no == text.upper(), Member.name.startswith(text, autoescape=True)]
     if phone:
         conditions.append(Member.id.in_(select(MemberContact.member_id).where(MemberContact.phone_e164 == phone)))
     if text.isdigit():

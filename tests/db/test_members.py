@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import transaction
+from crm_core.db import read_session, transaction
 from crm_core.members import service as members
 from crm_core.members.errors import (
     CardError,
@@ -253,3 +253,13 @@ async def test_contacts_and_data_scope(sessions: Sessions, settings: Settings) -
         assert await members.search_members(session, staff_b, "13800138000") == []
         found = await members.search_members(session, head, "010 1234 5678")
         assert [m["id"] for m in found] == [own.member_id]
+
+
+async def test_name_search_treats_like_wildcards_as_characters(sessions: Sessions, settings: Settings) -> None:
+    joined = await factories.member(sessions, settings, name="张伟")
+    await factories.member(sessions, settings, name="王_芳", mobile="13800138001")
+    async with read_session(sessions) as session:
+        assert await members.search_members(session, SYSTEM, "%") == []
+        assert await members.search_members(session, SYSTEM, "_") == []
+        assert [m["name"] for m in await members.search_members(session, SYSTEM, "王_")] == ["王_芳"]
+        assert [m["id"] for m in await members.search_members(session, SYSTEM, "张")] == [joined.member_id]
