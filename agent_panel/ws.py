@@ -206,8 +206,9 @@ class Hub:
 
     def _send(self, stream: UserStream, kind: str, data: dict[str, Any], *, text: str | None = None) -> None:
         stream.seq += 1
-        frame = text or json.dumps({"seq": stream.seq, "type": kind, "data": data}, ensure_ascii=False)
-        if text is not None:
+        if text is None:
+            frame = json.dumps({"seq": stream.seq, "type": kind, "data": data}, ensure_ascii=False)
+        else:
             frame = '{"seq":%d,%s' % (stream.seq, text)  # noqa: UP031 - pre-serialised body
         stream.frames.append((stream.seq, frame))
         for conn in list(stream.connections):
@@ -228,11 +229,12 @@ class Hub:
             self._send(stream, kind, data)
 
     def broadcast(self, kind: str, data: dict[str, Any], *, roles: Iterable[Role] | None = None) -> None:
-        """One serialisation for every recipient: only the sequence number differs per user."""
+        """One serialisation for every recipient: only the sequence number differs per user. Users
+        briefly disconnected get it too (into their buffer), so a resume does not miss a banner."""
         body = json.dumps({"type": kind, "data": data}, ensure_ascii=False)[1:]
         allowed = None if roles is None else set(roles)
         for stream in self.streams.values():
-            if stream.connections and (allowed is None or stream.role in allowed):
+            if allowed is None or stream.role in allowed:
                 self._send(stream, kind, data, text=body)
 
     def _user_for(self, endpoint: str | None) -> UserStream | None:

@@ -110,13 +110,19 @@ async def test_reconnect_resumes_from_last_seq_or_resyncs(panel: Panel, monkeypa
             frames.append(await ws.receive_json(timeout=5))
         assert [f["seq"] for f in frames] == [1, 2, 3]
         await ws.close()
-        # Missed while disconnected: seq 4 and 5.
+        # Missed while disconnected: seq 4 and 5, and a banner (6) sent to everyone meanwhile.
         bus.publish(state_event("webrtc2001", "wrap_up"))
         bus.publish(state_event("webrtc2001", "ready"))
         await asyncio.sleep(0.3)
+        panel.app[HUB].post_banner("午休时段", "sup1")
         ws = await a1.ws_connect("/ws?last_seq=3")
-        replay = [await ws.receive_json(timeout=5) for _ in range(3)]
-        assert [(f["seq"], f["type"]) for f in replay] == [(4, "agent_state"), (5, "agent_state"), (5, "resumed")]
+        replay = [await ws.receive_json(timeout=5) for _ in range(4)]
+        assert [(f["seq"], f["type"]) for f in replay] == [
+            (4, "agent_state"),
+            (5, "agent_state"),
+            (6, "banner"),
+            (6, "resumed"),
+        ]
         assert [f["data"]["state"] for f in replay[:2]] == ["wrap_up", "ready"]
         await ws.close()
         # Too far behind (the buffer no longer holds seq 1): a resync instead of a partial replay.
@@ -125,7 +131,7 @@ async def test_reconnect_resumes_from_last_seq_or_resyncs(panel: Panel, monkeypa
         stream.frames = type(stream.frames)(list(stream.frames)[-2:], maxlen=2)
         ws = await a1.ws_connect("/ws?last_seq=1")
         first = await ws.receive_json(timeout=5)
-        assert first["type"] == "resync" and first["seq"] == 5
+        assert first["type"] == "resync" and first["seq"] == 6
         await ws.close()
         # A client that claims to be ahead of the server (e.g. after a server restart) resyncs too.
         ws = await a1.ws_connect("/ws?last_seq=999")
