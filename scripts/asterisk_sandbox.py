@@ -73,7 +73,7 @@ ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 PLACEHOLDER_RE = re.compile(r"\{\{([A-Za-z0-9_]+)\}\}")
 DIDS = {"4008001234": "member-service", "4008001235": "vip"}
 QUEUES = ("member-service", "vip")
-AST_RTP_PORTS = 200   # Asterisk uses 2 per call leg (RTP + RTCP)
+AST_RTP_PORTS = 200  # Asterisk uses 2 per call leg (RTP + RTCP)
 PHONE_RTP_PORTS = 10  # baresip: call_max_calls 4 -> 8 ports
 
 T = TypeVar("T")
@@ -613,11 +613,19 @@ class Sandbox:
             raise SandboxError(f"sandbox {instance!r} is already running (down it first)")
         _prepare_instance_dir(host_dir)
         settings = {
-            "wrapup_seconds": wrapup_seconds, "queue_ring_timeout": queue_ring_timeout,
-            "queue_max_wait": queue_max_wait, "open_hours": open_hours, "open_days": open_days,
+            "wrapup_seconds": wrapup_seconds,
+            "queue_ring_timeout": queue_ring_timeout,
+            "queue_max_wait": queue_max_wait,
+            "open_hours": open_hours,
+            "open_days": open_days,
         }
         state = _plan_instance(
-            root_path, instance, bind, agents, customers, settings,
+            root_path,
+            instance,
+            bind,
+            agents,
+            customers,
+            settings,
             answermodes={"agent": agent_answermode, "customer": customer_answermode},
             config_dir=Path(config_dir) if config_dir else CONFIG_DIR,
         )
@@ -751,7 +759,9 @@ class Sandbox:
         popen = _spawn(cmd, log, die_with_parent=die_with_parent, pdeathsig="TERM")
         self._children[popen.pid] = popen
         self.state["asterisk"] = {
-            **_proc_record(popen, "asterisk"), "log": str(log), "full_log": str(self.host_dir / "log/full.log"),
+            **_proc_record(popen, "asterisk"),
+            "log": str(log),
+            "full_log": str(self.host_dir / "log/full.log"),
         }
         self._write_state()
 
@@ -830,9 +840,7 @@ class Sandbox:
                 raise SandboxError(f"{proc['role']} exited during start-up; see {log}:\n{_tail(log)}")
 
     def _phone_log(self, proc: dict[str, Any]) -> str:
-        return next(
-            (str(p["log"]) for p in self.state["phones"].values() if p.get("pid") == proc["pid"]), "?"
-        )
+        return next((str(p["log"]) for p in self.state["phones"].values() if p.get("pid") == proc["pid"]), "?")
 
     def _write_state(self) -> None:
         _write_json_atomic(self.state_path, self.state)
@@ -1012,17 +1020,30 @@ def _plan_instance(
         ami_port, sip_port, http_port = picker.port(), picker.port(tcp=False, udp=True), picker.port()
         rtp_start = picker.udp_block(AST_RTP_PORTS + PHONE_RTP_PORTS * (agents + customers))
         rtp_end = rtp_start + AST_RTP_PORTS - 1
-        values = render_config(config_dir, host_dir / "etc", {
-            "AST_DIR": ast_dir, "AMI_BIND": bind, "SIP_BIND": bind, "HTTP_BIND": bind,
-            "AMI_PORT": str(ami_port), "SIP_PORT": str(sip_port), "HTTP_PORT": str(http_port),
-            "RTP_START": str(rtp_start), "RTP_END": str(rtp_end),
-            "AMI_USER": "cti", "AMI_SECRET": secrets.token_hex(12),
-            "AMI_RAW_USER": "cti-raw", "AMI_RAW_SECRET": secrets.token_hex(12),
-            "WRAPUP_SECONDS": str(settings["wrapup_seconds"]),
-            "QUEUE_RING_TIMEOUT": str(settings["queue_ring_timeout"]),
-            "QUEUE_MAX_WAIT": str(settings["queue_max_wait"]),
-            "OPEN_HOURS": settings["open_hours"], "OPEN_DAYS": settings["open_days"],
-        })
+        values = render_config(
+            config_dir,
+            host_dir / "etc",
+            {
+                "AST_DIR": ast_dir,
+                "AMI_BIND": bind,
+                "SIP_BIND": bind,
+                "HTTP_BIND": bind,
+                "AMI_PORT": str(ami_port),
+                "SIP_PORT": str(sip_port),
+                "HTTP_PORT": str(http_port),
+                "RTP_START": str(rtp_start),
+                "RTP_END": str(rtp_end),
+                "AMI_USER": "cti",
+                "AMI_SECRET": secrets.token_hex(12),
+                "AMI_RAW_USER": "cti-raw",
+                "AMI_RAW_SECRET": secrets.token_hex(12),
+                "WRAPUP_SECONDS": str(settings["wrapup_seconds"]),
+                "QUEUE_RING_TIMEOUT": str(settings["queue_ring_timeout"]),
+                "QUEUE_MAX_WAIT": str(settings["queue_max_wait"]),
+                "OPEN_HOURS": settings["open_hours"],
+                "OPEN_DAYS": settings["open_days"],
+            },
+        )
         endpoints = {
             name: _endpoint_info(name, opts, values.get(f"SECRET_{name}"))
             for name, opts in parse_pjsip_endpoints((host_dir / "etc/pjsip.conf").read_text()).items()
@@ -1041,8 +1062,12 @@ def _plan_instance(
         "bind": bind,
         "started_at": time.time(),
         "ami": {
-            "host": bind, "port": ami_port, "user": values["AMI_USER"], "secret": values["AMI_SECRET"],
-            "raw_user": values["AMI_RAW_USER"], "raw_secret": values["AMI_RAW_SECRET"],
+            "host": bind,
+            "port": ami_port,
+            "user": values["AMI_USER"],
+            "secret": values["AMI_SECRET"],
+            "raw_user": values["AMI_RAW_USER"],
+            "raw_secret": values["AMI_RAW_SECRET"],
         },
         "sip": {"host": bind, "port": sip_port, "transport": "udp"},
         "http": {"host": bind, "port": http_port, "ws_url": f"ws://{bind}:{http_port}/ws"},
@@ -1114,14 +1139,27 @@ def _write_phone_dirs(
     for name, ph in phones.items():
         ua_dir = root / ph["ua_dir_chroot"].lstrip("/")
         (ua_dir / "no-sounds").mkdir(parents=True, exist_ok=True)
-        (ua_dir / "config").write_text(BARESIP_CONFIG.format(
-            name=name, bind=ph["ctrl_host"], sip_port=ph["sip_port"], ua_dir=ph["ua_dir_chroot"],
-            media=ph["media_chroot"], rtp_start=ph["rtp_start"], rtp_end=ph["rtp_end"], ctrl_port=ph["ctrl_port"],
-        ))
-        (ua_dir / "accounts").write_text(BARESIP_ACCOUNT.format(
-            user=name, sip_host=sip_host, sip_port=sip_port, secret=endpoints[name]["secret"],
-            answermode=ph["answermode"],
-        ))
+        (ua_dir / "config").write_text(
+            BARESIP_CONFIG.format(
+                name=name,
+                bind=ph["ctrl_host"],
+                sip_port=ph["sip_port"],
+                ua_dir=ph["ua_dir_chroot"],
+                media=ph["media_chroot"],
+                rtp_start=ph["rtp_start"],
+                rtp_end=ph["rtp_end"],
+                ctrl_port=ph["ctrl_port"],
+            )
+        )
+        (ua_dir / "accounts").write_text(
+            BARESIP_ACCOUNT.format(
+                user=name,
+                sip_host=sip_host,
+                sip_port=sip_port,
+                secret=endpoints[name]["secret"],
+                answermode=ph["answermode"],
+            )
+        )
         ph["log"] = str(ua_dir / "baresip.log")
         ph["media"] = str(root / ph["media_chroot"].lstrip("/"))
         ph["rx_wav"] = str(ua_dir / "rx.wav")
@@ -1263,10 +1301,13 @@ class AmiClient:
         self._lists[action_id] = collected
         try:
             fields = {**(fields or {}), "ActionID": action_id}
-            done = asyncio.ensure_future(self.wait_for_event(
-                predicate=lambda m: m.get("ActionID") == action_id and m.get("EventList") == "Complete",
-                since=self.mark(), timeout=timeout,
-            ))
+            done = asyncio.ensure_future(
+                self.wait_for_event(
+                    predicate=lambda m: m.get("ActionID") == action_id and m.get("EventList") == "Complete",
+                    since=self.mark(),
+                    timeout=timeout,
+                )
+            )
             resp = await self._send(name, fields, None, timeout)
             if resp.get("Response") != "Success":
                 done.cancel()
@@ -1328,8 +1369,7 @@ class AmiClient:
     def find(self, name: str, *, since: int = 0, **match: str) -> list[dict[str, str]]:
         """Events already received named ``name`` with headers equal to ``match``."""
         return [
-            m for m in self.events[since:]
-            if m.get("Event") == name and all(m.get(k) == v for k, v in match.items())
+            m for m in self.events[since:] if m.get("Event") == name and all(m.get(k) == v for k, v in match.items())
         ]
 
     async def close(self) -> None:
@@ -1520,7 +1560,6 @@ async def gather_closing(*clients: AmiClient | BaresipPhone) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
-
 # ------------------------------------------------------------------------------------------- CLI
 def _cli_root(args: argparse.Namespace) -> Path:
     return Path(args.root).resolve() if args.root else default_root()
@@ -1534,9 +1573,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     sb = Sandbox.up(
-        agents=args.agents, customers=args.customers, instance=args.instance, bind=args.bind,
-        root=_cli_root(args), wrapup_seconds=args.wrapup, queue_max_wait=args.queue_max_wait,
-        die_with_parent=False, timeout=args.timeout,
+        agents=args.agents,
+        customers=args.customers,
+        instance=args.instance,
+        bind=args.bind,
+        root=_cli_root(args),
+        wrapup_seconds=args.wrapup,
+        queue_max_wait=args.queue_max_wait,
+        die_with_parent=False,
+        timeout=args.timeout,
     )
     if args.state_out:
         _write_json_atomic(Path(args.state_out), sb.state)
@@ -1584,8 +1629,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--state-out", help="also write the state JSON to this path")
     p.set_defaults(func=_cmd_up)
-    for name, func, hlp in (("down", _cmd_down, "stop what up started"),
-                            ("status", _cmd_status, "print liveness and ports as JSON")):
+    for name, func, hlp in (
+        ("down", _cmd_down, "stop what up started"),
+        ("status", _cmd_status, "print liveness and ports as JSON"),
+    ):
         p = sub.add_parser(name, help=hlp)
         p.add_argument("--instance", default="dev")
         p.add_argument("--timeout", type=float, default=10.0)

@@ -127,13 +127,18 @@ async def workspace(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------------- members
+async def _search(request: web.Request, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    """The `q` parameter and the members it finds for the signed-in user (none for an empty query)."""
+    query = request.query.get("q", "").strip()[:100]
+    if not query:
+        return query, []
+    async with read_session(request.app[SESSIONS]) as session:
+        return query, await search_members(session, session_of(request).principal, query, limit=limit)
+
+
 @allow(*ALL_ROLES)
 async def members_page(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip()[:100]
-    results: list[dict[str, Any]] = []
-    if query:
-        async with read_session(request.app[SESSIONS]) as session:
-            results = await search_members(session, session_of(request).principal, query)
+    query, results = await _search(request, limit=20)
     return render(request, "members.html", {"q": query, "results": results})
 
 
@@ -164,11 +169,7 @@ async def member_fragment(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def member_search_fragment(request: web.Request) -> web.Response:
-    query = request.query.get("q", "").strip()[:100]
-    results: list[dict[str, Any]] = []
-    if query:
-        async with read_session(request.app[SESSIONS]) as session:
-            results = await search_members(session, session_of(request).principal, query, limit=10)
+    _, results = await _search(request, limit=10)
     return render(
         request, "partials/member_results.html", {"results": results, "link_number": request.query.get("link")}
     )

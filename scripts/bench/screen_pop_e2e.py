@@ -60,7 +60,6 @@ import contextlib
 import logging
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -94,7 +93,7 @@ from cti.calls.events import AgentRinging, CallEnded, DomainEvent
 from cti.engine import CtiEngine
 from cti.screenpop import ScreenPop
 from tests.browser.chromium import CHROMIUM, launch
-from tests.browser.netns import isolated_network
+from tests.browser.netns import free_port, isolated_network, unix_socket_url
 
 GOAL_P99_MS = 50.0
 DID = "4008001234"  # member-service: ringall, so the one Ready agent rings for every call
@@ -451,18 +450,6 @@ def _ms_between(start: float | None, end: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------------------ the stack
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def unix_socket_url(tcp_url: str) -> str:
-    """The same database through /var/run/postgresql: inside the namespace 127.0.0.1 is its own."""
-    url = make_url(tcp_url)
-    return f"postgresql+asyncpg://{url.username or 'postgres'}@/{url.database}?host=/var/run/postgresql"
-
-
 async def measure(sb: Sandbox, address: str, args: Any, url: str, numbers: list[str], password: str) -> dict[str, Any]:
     """Inside the namespace: engine + panel, Chromium signed in and Ready, warm-up, then the runs."""
     st = sb.state
@@ -473,7 +460,7 @@ async def measure(sb: Sandbox, address: str, args: Any, url: str, numbers: list[
         ami_user=st["ami"]["user"],
         ami_secret=st["ami"]["secret"],
         http_host="127.0.0.1",
-        http_port=_free_port(),
+        http_port=free_port(),
         sip_ws_url=st["http"]["ws_url"],
         sip_domain=address,
         sip_secrets={SEAT: st["endpoints"][SEAT]["secret"]},

@@ -8,7 +8,6 @@ fixture that starts (and stops) everything inside it.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agent_panel.server import start_panel
@@ -27,7 +25,7 @@ from crm_core.security.policy import Role
 from crm_core.settings import QueuePolicy, Settings
 from cti.engine import CtiEngine
 from tests.browser.chromium import Chromium, launch
-from tests.browser.netns import isolated_network
+from tests.browser.netns import free_port, isolated_network, unix_socket_url
 from tests.conftest import IN_CI, create_pg_database, drop_pg_database
 from tests.db import factories
 
@@ -54,18 +52,6 @@ class Stack:
         return str(ARTEFACTS / f"{name}.png")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _unix_socket_url(tcp_url: str) -> str:
-    """The same database through /var/run/postgresql: inside the namespace 127.0.0.1 is its own."""
-    url = make_url(tcp_url)
-    return f"postgresql+asyncpg://{url.username or 'postgres'}@/{url.database}?host=/var/run/postgresql"
-
-
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     if os.geteuid() != 0:
@@ -89,7 +75,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 )
             except SandboxError as exc:
                 pytest.fail(f"sandbox did not start: {exc}")
-            db = make_engine(_unix_socket_url(tcp_url))
+            db = make_engine(unix_socket_url(tcp_url))
             sessions = make_sessionmaker(db)
             chromium = None
             runner = None
@@ -105,13 +91,13 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                         )
                 await factories.principal(sessions, "sup1", Role.SUPERVISOR, "300", SUPERVISOR_SEAT)
                 settings = Settings(
-                    database_url=_unix_socket_url(tcp_url),
+                    database_url=unix_socket_url(tcp_url),
                     ami_host=st["ami"]["host"],
                     ami_port=st["ami"]["port"],
                     ami_user=st["ami"]["user"],
                     ami_secret=st["ami"]["secret"],
                     http_host="127.0.0.1",
-                    http_port=_free_port(),
+                    http_port=free_port(),
                     sip_ws_url=st["http"]["ws_url"],
                     sip_domain=address,
                     sip_secrets={e: st["endpoints"][e]["secret"] for e in (*SEATS.values(), SUPERVISOR_SEAT)},

@@ -18,11 +18,14 @@ import asyncio
 import ctypes
 import errno
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+
+from sqlalchemy.engine import make_url
 
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 
@@ -113,3 +116,17 @@ def isolated_network(prefix: str = "10.99.0") -> Iterator[str]:
                 raise NetworkNamespaceError(errno.EINVAL, "thread did not return to its original network namespace")
     finally:
         os.close(original)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (bound and released), for a server started inside."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def unix_socket_url(tcp_url: str) -> str:
+    """The same PostgreSQL database through /var/run/postgresql: inside the namespace 127.0.0.1 is
+    the namespace's own loopback, but the machine's unix socket is still reachable."""
+    url = make_url(tcp_url)
+    return f"postgresql+asyncpg://{url.username or 'postgres'}@/{url.database}?host=/var/run/postgresql"

@@ -132,6 +132,19 @@ class Recorder:
             (self.early if event.partial else self.pops).append(event)
 
 
+def offered(at: float) -> CallOffered:
+    return CallOffered(
+        at=at,
+        linkedid="1795528258.9",
+        uniqueid="1795528258.9",
+        caller_number=CALLER,
+        caller_name=None,
+        dnis="4008001234",
+        queue="member-service",
+        position=1,
+    )
+
+
 def ringing(agent: str, at: float) -> AgentRinging:
     return AgentRinging(
         at=at,
@@ -170,18 +183,7 @@ async def test_the_caller_is_read_once_when_queued_and_popped_per_agent_with_the
     bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop")
     bus.subscribe(recorder, (ScreenPop,), name="recorder")
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
-    bus.publish(
-        CallOffered(
-            at=t0,
-            linkedid="1795528258.9",
-            uniqueid="1795528258.9",
-            caller_number=CALLER,
-            caller_name=None,
-            dnis="4008001234",
-            queue="member-service",
-            position=1,
-        )
-    )
+    bus.publish(offered(t0))
     await asyncio.sleep(0.2)  # the read happens while the call waits, before any agent rings
     assert reads == [CALLER]
     bus.publish(ringing("agent1001", t0 + 1))
@@ -271,9 +273,7 @@ async def test_a_call_answered_while_its_read_is_under_way_pops_once_and_leaves_
     await crm.close()
 
 
-async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(
-    sessions: Sessions, settings: Settings
-) -> None:
+async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(sessions: Sessions, settings: Settings) -> None:
     """Asterisk rings an idle agent within a millisecond of the caller joining the queue: the agent
     sees who is calling (from the lookup) at once, and the full card as soon as the 360 is read."""
     member_id, _staff = await _team_member(sessions, settings)
@@ -294,18 +294,7 @@ async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(
     bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop")
     bus.subscribe(recorder, (ScreenPop,), name="recorder")
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
-    bus.publish(
-        CallOffered(
-            at=t0,
-            linkedid="1795528258.9",
-            uniqueid="1795528258.9",
-            caller_number=CALLER,
-            caller_name=None,
-            dnis="4008001234",
-            queue="member-service",
-            position=1,
-        )
-    )
+    bus.publish(offered(t0))
     bus.publish(ringing("agent1001", t0))
     for _ in range(100):
         if recorder.early:

@@ -81,8 +81,11 @@ async def test_inbound_call_is_queued_answered_and_recorded(
     assert dnis and dnis[0]["Value"] == MEMBER_SERVICE_DID
     # the filtered CTI user does not get dialplan noise
     assert not ami.find("Newexten", since=since)
-    assert not [e for e in ami.events[since:] if e["Event"] == "VarSet" and "CTI_" not in e["Variable"]
-                and e["Variable"] != "MIXMONITOR_FILENAME"]
+    assert not [
+        e
+        for e in ami.events[since:]
+        if e["Event"] == "VarSet" and "CTI_" not in e["Variable"] and e["Variable"] != "MIXMONITOR_FILENAME"
+    ]
 
     await asyncio.sleep(1.5)  # talk: both phones send their tone
     await customer.hangup()
@@ -94,9 +97,7 @@ async def test_inbound_call_is_queued_answered_and_recorded(
     assert stats["RMS amplitude"] > 0.01, stats
 
 
-async def test_vip_line_goes_to_vip_queue(
-    sandbox: Sandbox, ami: AmiClient, phones: dict[str, BaresipPhone]
-) -> None:
+async def test_vip_line_goes_to_vip_queue(sandbox: Sandbox, ami: AmiClient, phones: dict[str, BaresipPhone]) -> None:
     since = ami.mark()
     connect = await _answered_queue_call(ami, phones["cust2"], phones["agent1002"], VIP_DID, "vip")
     assert connect["Queue"] == "vip"
@@ -129,8 +130,9 @@ async def test_unanswered_call_takes_the_queue_timeout_branch(
         outcome = ami.find("VarSet", since=since, Uniqueid=event["Uniqueid"], Variable="CTI_OUTCOME")
         assert [o["Value"] for o in outcome] == ["queue-timeout"]
     finally:
-        await ami.action("Setvar", {"Variable": "CTI_QUEUE_MAX_WAIT", "Value": str(
-            sandbox.state["settings"]["queue_max_wait"])})
+        await ami.action(
+            "Setvar", {"Variable": "CTI_QUEUE_MAX_WAIT", "Value": str(sandbox.state["settings"]["queue_max_wait"])}
+        )
 
 
 async def test_after_hours_branch_sends_user_event(
@@ -159,8 +161,14 @@ async def test_click_to_dial_and_supervisor_listen(
     since, agent_mark, cust_mark, sup_mark = ami.mark(), agent.mark(), customer.mark(), supervisor.mark()
     resp = await ami.action(
         "Originate",
-        {"Channel": "PJSIP/agent1003", "Context": "click-to-dial", "Exten": "13800138002", "Priority": "1",
-         "CallerID": "Customer 2 <13800138002>", "Async": "true"},
+        {
+            "Channel": "PJSIP/agent1003",
+            "Context": "click-to-dial",
+            "Exten": "13800138002",
+            "Priority": "1",
+            "CallerID": "Customer 2 <13800138002>",
+            "Async": "true",
+        },
         variables={"__CTI_CALLID": "c2d-test", "CTI_AGENT": "agent1003"},
     )
     assert resp["Response"] == "Success"
@@ -177,8 +185,13 @@ async def test_click_to_dial_and_supervisor_listen(
 
     resp = await ami.action(
         "Originate",
-        {"Channel": "PJSIP/agent1002", "Context": "supervisor-listen", "Exten": "agent1003", "Priority": "1",
-         "Async": "true"},
+        {
+            "Channel": "PJSIP/agent1002",
+            "Context": "supervisor-listen",
+            "Exten": "agent1003",
+            "Priority": "1",
+            "Async": "true",
+        },
     )
     await supervisor.wait_for_event("CALL_INCOMING", since=sup_mark)
     await supervisor.accept()
