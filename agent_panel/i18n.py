@@ -24,16 +24,32 @@ LANGUAGES = {"zh_CN": "中文", "en": "English"}
 LANG_COOKIE = "cti_lang"
 
 
-def load_translations(language: str) -> NullTranslations:
-    po = TRANSLATIONS / language / "LC_MESSAGES" / "messages.po"
-    if not po.exists():
-        return NullTranslations()
+def catalogue_files(language: str) -> list[Path]:
+    """messages.po, then one catalogue per feature (wallboard.po, …), so features can be translated
+    without every change touching one file; a later file wins for a msgid both translate."""
+    directory = TRANSLATIONS / language / "LC_MESSAGES"
+    main = directory / "messages.po"
+    extra = sorted(p for p in directory.glob("*.po") if p != main)
+    return ([main] if main.exists() else []) + extra
+
+
+def _compile(po: Path, language: str) -> Translations:
     with po.open("rb") as fh:
         catalog = read_po(fh, locale=language)
     buf = io.BytesIO()
-    write_mo(buf, catalog)
+    write_mo(buf, catalog)  # leaves out untranslated and fuzzy messages
     buf.seek(0)
     return Translations(buf)
+
+
+def load_translations(language: str) -> NullTranslations:
+    files = catalogue_files(language)
+    if not files:
+        return NullTranslations()
+    merged = _compile(files[0], language)
+    for po in files[1:]:
+        merged.merge(_compile(po, language))
+    return merged
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from crm_core.callbacks import models as callbacks_models
 from crm_core.calllog import models as calllog_models
+from crm_core.calllog import qa_models, recording_models
 from crm_core.comms import models as comms_models
 from crm_core.db import Base
 from crm_core.loyalty import models as loyalty_models
@@ -15,5 +16,7 @@ __all__ = [
     "comms_models",
     "loyalty_models",
     "members_models",
+    "qa_models",
+    "recording_models",
     "security_models",
 ]

@@ -14,6 +14,8 @@ class QueuePolicy(BaseModel):
     wrapup_seconds: float = Field(default=5.0, ge=0)
     wrapup_required: bool = False  # agent stays paused after a call until the wrap-up form is saved
     team: str | None = None  # org unit code whose agents serve the queue
+    service_level_seconds: float = Field(default=20.0, gt=0)  # SL: % of offered calls answered within T
+    retention_days: int | None = Field(default=None, ge=1)  # recordings of this queue; None: the site default
 
 
 class Settings(BaseSettings):
@@ -46,7 +48,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["break", "lunch", "training", "meeting", "after-call-work", "wrap-up"]
     )
 
+    # Recordings: MixMonitor writes into Asterisk's spool; the pipeline moves each file into
+    # recordings_dir/YYYY/MM/DD/, transcodes it and keeps it for retention days (per queue override).
     recordings_dir: str = "./var/recordings"
+    recordings_format: str = "mp3"  # what the browser plays; pydub/ffmpeg format name
+    recordings_bitrate: str = "32k"
+    recordings_workers: int = Field(default=2, ge=1)
+    recordings_retention_days: int = Field(default=365, ge=1)
+    # Playback URLs are signed and short-lived; the key comes from the environment (random per process
+    # when empty, which is fine for one server but not for several behind a balancer).
+    recordings_url_key: str = ""
+    recordings_url_ttl_seconds: int = Field(default=300, ge=10)
     pbx_name: str = "default"  # ids from Asterisk are unique per PBX only
 
     # Missed-call callbacks: due within N business hours; closed as unreachable after N attempts.

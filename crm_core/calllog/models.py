@@ -16,7 +16,7 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("pbx", "linkedid"),
-        Index("ix_calls_started", "started_at"),
+        Index("ix_calls_started", "started_at", "id"),  # keyset pagination of the call-log review
         Index("ix_calls_caller", "caller_e164", "started_at"),
     )
 
