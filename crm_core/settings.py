@@ -15,6 +15,8 @@ class QueuePolicy(BaseModel):
     wrapup_required: bool = False  # agent stays paused after a call until the wrap-up form is saved
     team: str | None = None  # org unit code whose agents serve the queue
     service_level_seconds: float = Field(default=20.0, gt=0)  # SL: % of offered calls answered within T
+    # Abandons shorter than this leave SL and abandon rate (docs/KPIS.md); 0: every abandon counts.
+    short_abandon_seconds: float = Field(default=0.0, ge=0)
     retention_days: int | None = Field(default=None, ge=1)  # recordings of this queue; None: the site default
 
 
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     recordings_bitrate: str = "32k"
     recordings_workers: int = Field(default=2, ge=1)
     recordings_retention_days: int = Field(default=365, ge=1)
+    # MixMonitor names files as the PBX sees them; where that tree is mounted here, as {pbx_prefix:
+    # host_prefix} (longest prefix wins), e.g. {"/var/spool/asterisk/monitor": "/mnt/pbx/monitor"}.
+    recordings_source_map: dict[str, str] = Field(default_factory=dict)
+    recordings_max_attempts: int = Field(default=5, ge=1)  # then the job ends `failed` with the error
+    recordings_missing_grace_seconds: float = Field(default=60.0, ge=0)  # no file by then: `missing`
     # Playback URLs are signed and short-lived; the key comes from the environment (random per process
     # when empty, which is fine for one server but not for several behind a balancer).
     recordings_url_key: str = ""
@@ -65,6 +72,9 @@ class Settings(BaseSettings):
     callback_sla_business_hours: float = Field(default=2.0, gt=0)
     callback_max_attempts: int = Field(default=3, ge=1)
     callback_retry_minutes: int = Field(default=30, ge=1)
+
+    # Loyalty: redemptions of more points than this (or for a flagged member) need a second person.
+    loyalty_redemption_approval_points: int = Field(default=1_000, ge=0)
 
     # Agent panel (aiohttp): where it listens, its session cookie and its language.
     http_host: str = "127.0.0.1"

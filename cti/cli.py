@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from crm_core.settings import Settings
+from recordings.cli import recordings as recordings_cli
 
 T = TypeVar("T")
 
@@ -27,6 +28,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def main(ctx: click.Context) -> None:
     """member-cti: call-centre CTI server and member CRM."""
     ctx.obj = Settings()
+
+
+main.add_command(recordings_cli)
 
 
 # ---------------------------------------------------------------- db
@@ -209,6 +213,84 @@ def export(settings: Settings, entity: str, fmt: str, output: Path, username: st
     except ExportRefused as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"exported {count} {entity} to {output}")
+
+
+@main.command("report")
+@click.argument("name", type=click.Choice(["agent-performance", "callback-sla", "heatmap"]))
+@click.option("--from", "start", help="first local day, YYYY-MM-DD (default: 7 days before --to)")
+@click.option("--to", "end", help="first local day NOT included, YYYY-MM-DD (default: tomorrow)")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
+@click.option("--as", "username", required=True, help="report what this user may see (their teams)")
+@click.option("--queue", default=None)
+@click.option("--shape", type=click.Choice(["weekday", "date"]), default="weekday", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.pass_obj
+def report(
+    settings: Settings,
+    name: str,
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    username: str,
+    queue: str | None,
+    shape: str,
+    output: Path | None,
+) -> None:
+    """Export a report (agent performance, callback SLA, heat map) for local days [--from, --to)."""
+    from crm_core.reports.period import InvalidPeriod, parse_period
+    from crm_core.reports.run import export_report_file
+    from crm_core.security.policy import PermissionDenied
+    from crm_core.security.service import AuthenticationFailed
+
+    try:
+        period = parse_period(start, end, settings.timezone)
+        written = _run(
+            export_report_file(
+                settings,
+                name,
+                period,
+                "xlsx" if fmt == "xlsx" else "csv",
+                username=username,
+                output=output,
+                queue=queue,
+                shape="date" if shape == "date" else "weekday",
+            )
+        )
+    except (InvalidPeriod, PermissionDenied, AuthenticationFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {written}")
+
+
+@main.command("loyalty-nightly")
+@click.option("--at", "at", default=None, help="ISO date-time to run as (default now, UTC)")
+@click.pass_obj
+def loyalty_nightly(settings: Settings, at: str | None) -> None:
+    """Expire due points, review tiers whose hold ended, reconcile (idempotent; exit 1 on a difference)."""
+    import datetime as dt
+
+    from crm_core.db import make_engine, make_sessionmaker
+    from crm_core.loyalty.jobs import run_nightly
+
+    now = dt.datetime.fromisoformat(at) if at else dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise click.UsageError("--at needs a UTC offset, e.g. 2027-01-01T00:00+08:00")
+
+    async def run() -> Any:
+        engine = make_engine(settings.database_url)
+        try:
+            return await run_nightly(make_sessionmaker(engine), now)
+        finally:
+            await engine.dispose()
+
+    result = _run(run())
+    click.echo(
+        f"expired {result.points_expired} points in {result.lots_expired} lots; "
+        f"{result.tier_changes} tier changes; {len(result.differences)} differences"
+    )
+    for diff in result.differences:
+        click.echo(f"  member {diff.member_id} {diff.quantity}: {diff.recorded} recorded, {diff.computed} computed")
+    if result.differences:
+        sys.exit(1)
 
 
 @main.command("demo-data")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +39,12 @@ from cti.calls.progress import CallProgress
 from cti.calls.tracker import CallTracker
 from cti.crm import CrmGateway
 from cti.dialer import Dialer
+from cti.retry import with_db_retry
 from cti.screenpop import ScreenPopper
+from cti.wallboard import Wallboard
+from cti.wallboard_seed import seed_board
+from recordings.jobs import enqueue_recording
+from recordings.worker import RecordingWorker
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,9 @@ class CtiEngine:
         self.screen_pops = ScreenPopper(self.bus, self.crm)
         self.call_log = CallLogWriter(sessions, self.crm, settings.pbx_name)
         self.callbacks = CallbackFeeder(sessions, self.crm, settings, self.calendar)
+        self.recordings = RecordingWorker(settings, sessions)
+        # Fed inline by publish(): O(1) per event, so it never lags the tracker (docs/KPIS.md).
+        self.wallboard = Wallboard(settings.queues, settings.timezone, now=clock())
         self.events_fed = 0
         self._resyncing = False
         self._held: list[AmiMessage] = []
@@ -102,9 +111,11 @@ class CtiEngine:
             await self.callbacks.load_open_numbers(attempts=2)
         except Exception:  # the database is down: both load again on first use
             log.warning("warming the CRM caches failed; they load on first use", exc_info=True)
+        await self.seed_wallboard()
         self._unsubscribe = self.ami.on_event(self.feed)
         self.ami.on_connected(self._resync)
         self._ticker = asyncio.create_task(self._tick(), name="tracker-tick")
+        await self.recordings.start()
         self.ami.start()
         if wait is not None:
             await self.ami.wait_connected(wait)
@@ -115,6 +126,7 @@ class CtiEngine:
         bus.subscribe(self.call_log, (CallProgress, CallEnded), name="call-log", overflow="block")
         bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
         bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
+        bus.subscribe(self.queue_recording, (CallEnded,), name="recordings", overflow="block")
         # CallOffered starts the caller read before any agent rings; answered or ended calls stop it.
         bus.subscribe(
             self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", maxsize=10_000
@@ -129,10 +141,42 @@ class CtiEngine:
                 await self._ticker
         await self.ami.close()
         await self.bus.close()
+        await self.recordings.stop()  # after the bus: the last CallEnded are queued, running jobs finish
         await self.screen_pops.close()
         await self.crm.close()
         await self.call_log.drain()
         await self.agents.drain()
+
+    async def seed_wallboard(self) -> None:
+        """Today's wallboard from the call log, before the first resync replays the live calls (which
+        then count once). The database being down leaves the board counting from now."""
+        try:
+            offered = await seed_board(self.sessions, self.wallboard, self.settings.pbx_name)
+        except Exception:
+            log.warning("seeding the wallboard from the call log failed; it counts from now", exc_info=True)
+        else:
+            log.info("wallboard seeded from the call log: %d calls offered today", offered)
+
+    async def queue_recording(self, event: CallEnded) -> None:
+        """A finished call with a MixMonitor file: its recording row and job, then wake the worker."""
+        if not event.recording_file:
+            return
+        settings = self.settings
+        started = dt.datetime.fromtimestamp(event.started_at, dt.UTC)
+        recording_file = event.recording_file
+        queued = await with_db_retry(
+            lambda: enqueue_recording(
+                self.sessions,
+                settings,
+                linkedid=event.linkedid,
+                source_path=recording_file,
+                queue=event.queue,
+                started_at=started,
+            ),
+            what=f"queueing the recording of {event.linkedid}",
+        )
+        if queued is not None:
+            self.recordings.wake()
 
     def feed(self, msg: AmiMessage) -> None:
         """One AMI event through the tracker; held back while a resync is being taken."""
@@ -147,6 +191,10 @@ class CtiEngine:
         progressed: set[str] = set()
         for event in events:
             bus.publish(event)
+            try:
+                self.wallboard.feed(event)
+            except Exception:  # a wallboard bug must not stop the calls
+                log.exception("wallboard failed on %r", event)
             if isinstance(event, _PROGRESS_EVENTS):
                 progressed.add(event.linkedid)
         for linkedid in progressed:
@@ -176,6 +224,7 @@ class CtiEngine:
                 len(events),
             )
             self.publish(events)
+            self.wallboard.forget_seeded_unless(lambda linkedid: self.tracker.call_snapshot(linkedid) is not None)
         finally:
             self._resyncing = False
             held, self._held = self._held, []

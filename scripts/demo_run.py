@@ -133,6 +133,8 @@ async def main(duration: float | None, interval: float, robots: int, port: int) 
                 "sip_ws_url": st["http"]["ws_url"],
                 "sip_domain": st["http"]["host"],
                 "sip_secrets": {e: st["endpoints"][e]["secret"] for e in BROWSER_SEATS.values()},
+                # MixMonitor names its files inside the sandbox's chroot; the recording worker reads them here.
+                "recordings_source_map": {st["recordings_dir_chroot"]: st["recordings_dir"]},
             }
         )
         engine = CtiEngine(settings, sessions)
