@@ -239,6 +239,8 @@ class _Call:
     pending_transfer: _TransferRecord | None = None
     last_transfer_at: float | None = None
     recording_file: str | None = None
+    recording_channel: str | None = None
+    """The channel running MixMonitor: the one a PCI pause (MixMonitorMute) must name."""
     variables: dict[str, str] = field(default_factory=dict)
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
@@ -290,6 +292,7 @@ class CallSnapshot:
     """Agents with a live channel in the call."""
     recording_file: str | None
     variables: Mapping[str, str]
+    recording_channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1309,6 +1312,7 @@ class CallTracker:
             # 04: CTI_RECFILE and MIXMONITOR_FILENAME both name /opt/ast/spool/monitor/<Uniqueid>.wav.
             if value:
                 call.recording_file = value
+                call.recording_channel = leg.channel
             if is_recfile:
                 return
         if call.variables.get(name) == value:
@@ -1857,6 +1861,7 @@ class CallTracker:
             agents=live_agents,
             recording_file=call.recording_file,
             variables=MappingProxyType(dict(call.variables)),
+            recording_channel=call.recording_channel,
         )
 
     def _agent_snapshot(self, agent: _Agent, now: float | None) -> AgentSnapshot:

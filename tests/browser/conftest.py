@@ -101,6 +101,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                     sip_ws_url=st["http"]["ws_url"],
                     sip_domain=address,
                     sip_secrets={e: st["endpoints"][e]["secret"] for e in (*SEATS.values(), SUPERVISOR_SEAT)},
+                    # MixMonitor writes inside the sandbox's root; the pipeline reads it from the host.
+                    recordings_source_map={st["recordings_dir_chroot"]: st["recordings_dir"]},
+                    recordings_dir=str(tmp_path_factory.mktemp("recordings")),
                     queues={
                         # Wrap-up required: the agent stays in wrap-up after a call until the form is saved.
                         "member-service": QueuePolicy(wrapup_seconds=2, team="310", wrapup_required=True),

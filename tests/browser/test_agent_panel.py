@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from crm_core.callbacks.models import Callback
 from crm_core.calllog.models import Call
+from crm_core.calllog.recording_models import Recording, RecordingAccess
 from crm_core.comms.models import CommunicationRecord
 from crm_core.db import read_session
 from crm_core.security.models import User
@@ -393,3 +394,71 @@ async def test_supervisor_listens_to_a_live_call_and_sets_agent_states(
     await expect(agent.locator("#agent-state")).to_have_attribute("data-state", "paused", timeout=10_000)
     await row.locator("button[data-action='ready']").click()
     await expect(agent.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=10_000)
+
+
+async def _ready_recording(stack: Stack, call_id: int) -> Recording:
+    for _ in range(300):
+        async with read_session(stack.sessions) as session:
+            rec = (await session.execute(select(Recording).where(Recording.call_id == call_id))).scalar_one_or_none()
+        if rec is not None and rec.state not in ("pending",):
+            return rec
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the recording of call {call_id} was not processed")
+
+
+async def test_pci_pause_is_silent_in_the_recording_and_the_supervisor_plays_it(
+    stack: Stack, agent: Page, supervisor: Page, customer: BaresipPhone
+) -> None:
+    """The agent pauses the recording for card data; the stored file is silent there and loud around
+    it; the supervisor's player shows that span, plays the call in Chromium and the play is audited."""
+    linkedid = await _answered_call(stack, agent, customer)
+    await asyncio.sleep(2.0)
+    await agent.click("#btn-pci")
+    await expect(agent.locator("#btn-pci")).to_have_class(re.compile(r"\bon\b"), timeout=5_000)
+    await expect(agent.locator("#btn-pci")).to_have_text("恢复录音")
+    await asyncio.sleep(3.0)
+    await agent.click("#btn-pci")
+    await expect(agent.locator("#btn-pci")).not_to_have_class(re.compile(r"\bon\b"), timeout=5_000)
+    await asyncio.sleep(2.0)
+    await customer.hangup()
+    await _save_wrapup(agent)
+    call = await _ended_call(stack, linkedid)
+    rec = await _ready_recording(stack, call.id)
+    assert rec.state == "ready", rec.error
+    assert rec.pci_spans is not None and len(rec.pci_spans) == 1, rec.pci_spans
+    start, end = rec.pci_spans[0]
+    assert 2.2 <= end - start <= 3.8, rec.pci_spans
+    # Waveform peaks: silence inside the paused span (trimmed 0.3 s at each edge for timing), sound
+    # outside it.
+    assert rec.peaks and rec.duration_s
+    per_bucket = rec.duration_s / len(rec.peaks)
+    inside = [p for i, p in enumerate(rec.peaks) if start + 0.3 < i * per_bucket < end - 0.3]
+    outside = [p for i, p in enumerate(rec.peaks) if i * per_bucket < start - 0.3 or i * per_bucket > end + 0.3]
+    assert inside and max(inside) < 0.02, max(inside)
+    assert outside and max(outside) > 0.1, max(outside)
+
+    await supervisor.goto(f"{stack.base_url}/calls/{call.id}")
+    player = supervisor.locator(".recording-player")
+    await expect(player).to_have_attribute("data-mounted", "1", timeout=10_000)
+    await expect(player.locator(".waveform")).to_be_visible()
+    assert await supervisor.evaluate("document.querySelector('.recording-player').wavesurfer.getDuration()") > 5
+    regions = await supervisor.evaluate(
+        "document.querySelector('.recording-player .waveform div').shadowRoot"
+        "?.querySelectorAll('[part~=region]').length ?? -1"
+    )
+    assert regions == 1, regions  # the PCI span, drawn by the regions plugin
+    await player.locator("button.play").click()
+    await expect(player).to_have_attribute("data-playing", "1", timeout=10_000)
+    await asyncio.sleep(1.5)
+    position = await supervisor.evaluate("document.querySelector('.recording-player audio').currentTime")
+    assert position > 0.5, position
+    await supervisor.screenshot(path=stack.screenshot_path("9-recording-player"), full_page=True)
+    await player.locator("button.play").click()
+    async with read_session(stack.sessions) as session:
+        rows = (
+            (await session.execute(select(RecordingAccess).where(RecordingAccess.recording_id == rec.id)))
+            .scalars()
+            .all()
+        )
+        sup = (await session.execute(select(User).where(User.username == "sup1"))).scalar_one()
+    assert [(r.action, r.user_id) for r in rows] == [("play", sup.id)]

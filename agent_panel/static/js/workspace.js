@@ -18,7 +18,7 @@ function setCallButtons(mode) {
   const inCall = mode === "in_call";
   $("btn-answer").disabled = mode !== "incoming";
   $("btn-hangup").disabled = mode === "idle";
-  for (const id of ["btn-hold", "btn-mute", "btn-blind", "btn-attended"]) $(id).disabled = !inCall;
+  for (const id of ["btn-hold", "btn-mute", "btn-pci", "btn-blind", "btn-attended"]) $(id).disabled = !inCall;
   for (const b of document.querySelectorAll("#keypad button")) b.disabled = !inCall;
 }
 setCallButtons("idle");
@@ -46,6 +46,7 @@ phone.addEventListener("ended", () => {
   $("btn-complete").hidden = true;
   $("btn-hold").classList.remove("on");
   $("btn-mute").classList.remove("on");
+  showPci({ paused: false });
   setCallButtons("idle");
 });
 
@@ -53,6 +54,21 @@ $("btn-answer").addEventListener("click", () => phone.answer());
 $("btn-hangup").addEventListener("click", () => phone.hangup());
 $("btn-hold").addEventListener("click", () => phone.toggleHold());
 $("btn-mute").addEventListener("click", () => { $("btn-mute").classList.toggle("on", phone.toggleMute()); });
+// PCI pause: the server mutes the recording in Asterisk and marks the span; every tab follows the frame.
+function showPci(d) {
+  const b = $("btn-pci");
+  b.classList.toggle("on", !!d.paused);
+  b.textContent = d.paused ? b.dataset.resume : b.dataset.pause;
+  document.body.classList.toggle("recording-paused", !!d.paused);
+}
+$("btn-pci").addEventListener("click", async () => {
+  const paused = $("btn-pci").classList.contains("on");
+  try {
+    showPci(await api("POST", `/api/v1/recording/${paused ? "resume" : "pause"}`, {}));
+  } catch (e) {
+    toast(e.message, "error");
+  }
+});
 $("keypad").addEventListener("click", (e) => { const t = e.target.dataset.dtmf; if (t) phone.dtmf(t); });
 $("btn-blind").addEventListener("click", () => phone.blindTransfer($("transfer-target").value));
 $("btn-attended").addEventListener("click", () => phone.startConsult($("transfer-target").value));
@@ -284,6 +300,7 @@ function onFrame(frame) {
     case "team_state": showTeam(d); break;
     case "queues": showQueues(d.queues); break;
     case "banner": showBanner(d); break;
+    case "pci": showPci(d); break;
     case "callbacks_changed": fire("callbacks-changed"); break;
     case "call_answered":
       if (state.call && state.call.linkedid === d.linkedid) $("pop").classList.add("answered");
