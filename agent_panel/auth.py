@@ -7,6 +7,7 @@ requests must carry the session's CSRF token (header `X-CSRF-Token` or form fiel
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -17,8 +18,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_panel.keys import AUTH, SESSIONS, SETTINGS
+from crm_core.calllog.access import supervised_queues
 from crm_core.db import transaction
 from crm_core.security.policy import Role
 from crm_core.security.service import AuthenticationFailed, authenticate
@@ -71,6 +74,8 @@ class SessionCache:
         else:
             async with app[SESSIONS]() as session:
                 info = await resolve_session(session, token)
+                if info is not None and info.principal.role == Role.SUPERVISOR:
+                    info = await _with_supervised_queues(session, app, info)
             if len(self._cache) >= self.max_size:
                 self._cache.clear()
             self._cache[token] = (now, info)
@@ -80,6 +85,12 @@ class SessionCache:
 
     def forget(self, token: str) -> None:
         self._cache.pop(token, None)
+
+
+async def _with_supervised_queues(session: AsyncSession, app: web.Application, info: SessionInfo) -> SessionInfo:
+    teams = {name: policy.team for name, policy in app[SETTINGS].queues.items()}
+    queues = await supervised_queues(session, info.principal, teams)
+    return dataclasses.replace(info, principal=dataclasses.replace(info.principal, supervised_queues=queues))
 
 
 def session_of(request: web.Request) -> SessionInfo:

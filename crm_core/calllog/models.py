@@ -17,6 +17,8 @@ class Call(Base):
     __table_args__ = (
         UniqueConstraint("pbx", "linkedid"),
         Index("ix_calls_started", "started_at", "id"),  # keyset pagination of the call-log review
+        Index("ix_calls_agent_started", "agent_user_id", "started_at", "id"),  # the review filtered by agent
+        Index("ix_calls_outcome_started", "outcome", "started_at", "id"),  # … by outcome (abandoned, missed)
         Index("ix_calls_caller", "caller_e164", "started_at"),
     )
 
@@ -58,7 +60,10 @@ class CallAgent(Base):
     """Each time an agent was offered the call, in order; `answered` marks who took it."""
 
     __tablename__ = "call_agents"
-    __table_args__ = (UniqueConstraint("call_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("call_id", "seq"),
+        Index("ix_call_agents_user_call", "agent_user_id", "call_id"),  # call-log visibility: calls that rang me
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)

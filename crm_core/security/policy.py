@@ -57,6 +57,9 @@ class Principal:
     scope: DataScope = DataScope.OWN
     # Administrator overrides loaded from field_permissions: (entity, field) -> level.
     overrides: Mapping[tuple[str, str], Level] = field(default_factory=dict)
+    # Queues served by this supervisor's teams (settings.queues[...].team): their calls that no agent
+    # took (abandoned, missed) are the supervisor's to review too. Filled by the panel per session.
+    supervised_queues: frozenset[str] = frozenset()
 
     def level(self, entity: str, field_name: str) -> Level:
         override = self.overrides.get((entity, field_name))
