@@ -7,7 +7,8 @@ A connection whose outbound queue fills (a slow or stalled browser) is cut off w
 rather than let server memory grow; its client reconnects and resumes the same way.
 
 Routing: an agent receives its own pops, calls and state; supervisors also receive the agent states
-of their teams (org units below theirs); everyone signed in receives queue counts and banners.
+of their teams (org units below theirs) and the `wallboard` frames; everyone signed in receives
+queue counts and banners.
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ class Hub:
         self.by_endpoint: dict[str, DirectoryEntry] = {}
         self.banner: dict[str, Any] | None = None
         self.queue_stats: dict[str, dict[str, Any]] = {}
+        # The wallboard's current board for a supervisor's resync, its agents cut to what that user
+        # may see (set by agent_panel.routes.wallboard).
+        self.wallboard: Callable[[UserStream], dict[str, Any] | None] = lambda stream: None
         self.frames_sent = 0
         self.cut_off = 0
         self._stats_dirty = asyncio.Event()
@@ -352,6 +356,12 @@ class Hub:
                 self.broadcast("queues", {"queues": stats})
             await asyncio.sleep(QUEUE_STATS_EVERY)
 
+    def send_wallboard(self, board: dict[str, Any]) -> None:
+        """A `wallboard` frame to supervisors and administrators only (the watchers), serialised once."""
+        body = json.dumps({"type": "wallboard", "data": board}, ensure_ascii=False)[1:]
+        for stream in self.watchers.values():
+            self._send(stream, "wallboard", board, text=body)
+
     def callbacks_changed(self, callback_id: int) -> None:
         """A callback was opened, claimed or closed (and committed): lists refresh."""
         self.broadcast(
@@ -386,6 +396,7 @@ class Hub:
             "queues": self.queue_stats,
             "banner": self.banner,
             "language": language,
+            "wallboard": self.wallboard(stream) if stream.role in (Role.SUPERVISOR, Role.ADMIN) else None,
         }
 
     async def handle(self, request: web.Request, info: SessionInfo, token: str, language: str) -> web.WebSocketResponse:
