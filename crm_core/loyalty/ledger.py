@@ -25,6 +25,19 @@ short, the customer returns the gift or its cash value"):
 
 Refunding the same purchase again finds no lots left to claw back and changes nothing, so a retried
 return is harmless. Partial returns (one line of a receipt) are not supported yet.
+
+Escrow (redemption requests awaiting approval, see redemption.py). `hold` takes the points out of the
+valid lots exactly like a spend (nearest expiry first, with allocations) and parks them in
+``points_accounts.held``: they are neither spendable nor able to expire, because no lot holds them any
+more. Approval turns the hold into a spend (`spend_held`). Rejection or cancellation (`release_held`)
+gives every allocated point back as a new ``escrow_release`` lot that keeps the original lot's earn and
+expiry dates, so the member ends exactly where they would have been without the request:
+
+* points whose original expiry passed while they were held expire at the release itself (the release
+  runs the expiry for that member at once) — escrow neither saves points from expiry nor costs any;
+* release lots are not earnings: they never count towards lifetime or qualifying points again;
+* a return of the purchase whose lot fed the hold charges those points as already used (shortfall
+  policy above); releasing the hold later gives them back, so the member then holds them beside the debt.
 """
 
 from __future__ import annotations
@@ -60,6 +73,7 @@ class Balances:
     lifetime: int = 0
     qualifying: int = 0
     debt: int = 0
+    held: int = 0  # in escrow for redemption requests awaiting approval
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +129,17 @@ async def _ensure_account(session: AsyncSession, member_id: int) -> None:
 
 async def _lock_account(session: AsyncSession, member_id: int) -> PointsAccount:
     """The member's account row, locked until the transaction ends (created on first use)."""
-    await _ensure_account(session, member_id)
     stmt = (
         select(PointsAccount)
         .where(PointsAccount.member_id == member_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    return (await session.execute(stmt)).scalar_one()
+    account = (await session.execute(stmt)).scalar_one_or_none()
+    if account is None:  # first use: one more round trip, once per member
+        await _ensure_account(session, member_id)
+        account = (await session.execute(stmt)).scalar_one()
+    return account
 
 
 async def _change_account(
@@ -134,6 +151,7 @@ async def _change_account(
     lifetime: int = 0,
     qualifying: int = 0,
     debt: int = 0,
+    held: int = 0,
 ) -> None:
     stmt = (
         update(PointsAccount)
@@ -144,6 +162,7 @@ async def _change_account(
             lifetime=PointsAccount.lifetime + lifetime,
             qualifying=PointsAccount.qualifying + qualifying,
             debt=PointsAccount.debt + debt,
+            held=PointsAccount.held + held,
             version=PointsAccount.version + 1,
             updated_at=utcnow(),
         )
@@ -195,6 +214,17 @@ async def _consume_valid_lots(session: AsyncSession, member_id: int, points: int
         raise RuntimeError(f"member {member_id}: account and lots disagree, {left} points not found in lots")
     await session.flush()
     return allocations
+
+
+def user_id_of(who: Principal | None) -> int | None:
+    """The users.id to record for `who` (None for jobs); shared by the loyalty modules."""
+    return _user_id(who)
+
+
+async def lock_account(session: AsyncSession, member_id: int) -> PointsAccount:
+    """Take the member's points lock: every loyalty change for one member (tiers, redemptions) takes it
+    first, so locks are always acquired in the same order."""
+    return await _lock_account(session, member_id)
 
 
 # ------------------------------------------------------------------------------------------- operations
@@ -306,11 +336,14 @@ async def spend(
     reason: str | None = None,
     who: Principal | None = None,
     kind: EntryKind = EntryKind.SPEND,
+    locked: PointsAccount | None = None,
 ) -> SpendResult:
-    """Redeem `points` (积分消费) from valid lots, nearest expiry first; raises InsufficientPoints."""
+    """Redeem `points` (积分消费) from valid lots, nearest expiry first; raises InsufficientPoints.
+
+    `locked`: the account row the caller already locked in this transaction (saves the round trip)."""
     if points <= 0:
         raise ValueError("spend a positive number of points")
-    account = await _lock_account(session, member_id)
+    account = locked if locked is not None else await _lock_account(session, member_id)
     if account.valid < points:
         raise InsufficientPoints(member_id, points, account.valid)
     entry = await _append(
@@ -528,6 +561,119 @@ async def expire(session: AsyncSession, now: dt.datetime, *, member_id: int | No
     return ExpiryResult(lots=lots_expired, points=points_expired)
 
 
+# ----------------------------------------------------------------------------------------------- escrow
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    entry_id: int
+    returned: int
+    expired_at_release: int
+
+
+async def hold(
+    session: AsyncSession,
+    member_id: int,
+    points: int,
+    *,
+    ref: str,
+    who: Principal | None = None,
+    locked: PointsAccount | None = None,
+) -> SpendResult:
+    """Move `points` from valid lots into escrow (nearest expiry first); raises InsufficientPoints."""
+    if points <= 0:
+        raise ValueError("hold a positive number of points")
+    account = locked if locked is not None else await _lock_account(session, member_id)
+    if account.valid < points:
+        raise InsufficientPoints(member_id, points, account.valid)
+    entry = await _append(
+        session,
+        PointsEntry(
+            member_id=member_id,
+            kind=EntryKind.ESCROW_HOLD,
+            valid_change=-points,
+            held_change=points,
+            ref=ref,
+            created_by=_user_id(who),
+        ),
+    )
+    allocations = await _consume_valid_lots(session, member_id, points, entry.id)
+    await _change_account(session, member_id, valid=-points, held=points)
+    return SpendResult(entry_id=entry.id, allocations=allocations)
+
+
+async def spend_held(
+    session: AsyncSession, member_id: int, points: int, *, ref: str, who: Principal | None = None
+) -> int:
+    """Turn escrowed points into a spend (the redemption was approved). Returns the entry id."""
+    entry = await _append(
+        session,
+        PointsEntry(
+            member_id=member_id, kind=EntryKind.ESCROW_SPEND, held_change=-points, ref=ref, created_by=_user_id(who)
+        ),
+    )
+    await _change_account(session, member_id, held=-points)
+    return entry.id
+
+
+async def release_held(
+    session: AsyncSession,
+    member_id: int,
+    hold_entry_id: int,
+    now: dt.datetime,
+    *,
+    ref: str,
+    reason: str | None = None,
+    who: Principal | None = None,
+) -> ReleaseResult:
+    """Give a hold's points back as lots with the original dates; what expired meanwhile expires now."""
+    await _lock_account(session, member_id)
+    rows = (
+        await session.execute(
+            select(PointsLot.earned_at, PointsLot.expires_at, func.sum(PointsAllocation.amount))
+            .join(PointsAllocation, PointsAllocation.lot_id == PointsLot.id)
+            .where(PointsAllocation.entry_id == hold_entry_id)
+            .group_by(PointsLot.id, PointsLot.earned_at, PointsLot.expires_at)
+            .order_by(PointsLot.id)
+        )
+    ).all()
+    total = sum(int(points) for _, _, points in rows)
+    if total <= 0:
+        raise ValueError(f"entry {hold_entry_id} holds no points")
+    entry = await _append(
+        session,
+        PointsEntry(
+            member_id=member_id,
+            kind=EntryKind.ESCROW_RELEASE,
+            valid_change=total,
+            held_change=-total,
+            ref=ref,
+            reason=reason,
+            created_by=_user_id(who),
+        ),
+    )
+    for earned_at, expires_at, points in rows:
+        session.add(
+            PointsLot(
+                member_id=member_id,
+                source=LotSource.ESCROW_RELEASE,
+                state=LotState.VALID,
+                amount=int(points),
+                remaining=int(points),
+                qualifying=False,
+                earned_at=earned_at,
+                expires_at=expires_at,
+                transaction_ref=ref,
+            )
+        )
+    await session.flush()
+    await _change_account(session, member_id, valid=total, held=-total)
+    expired = 0
+    if any(expires_at is not None and expires_at <= now for _, expires_at, _ in rows):
+        expired = (await expire(session, now, member_id=member_id)).points
+    return ReleaseResult(entry_id=entry.id, returned=total, expired_at_release=expired)
+
+
 # ---------------------------------------------------------------------------------------------- reading
 
 
@@ -546,7 +692,21 @@ async def balances(session: AsyncSession, member_id: int) -> Balances:
         lifetime=account.lifetime,
         qualifying=account.qualifying,
         debt=account.debt,
+        held=account.held,
     )
+
+
+async def expiring(session: AsyncSession, member_id: int, now: dt.datetime, days: int) -> int:
+    """Valid points whose lots expire within `days` of `now` (the 360's "expiring soon")."""
+    total = await session.execute(
+        select(func.coalesce(func.sum(PointsLot.remaining), 0)).where(
+            PointsLot.member_id == member_id,
+            PointsLot.state == LotState.VALID,
+            PointsLot.expires_at > now,
+            PointsLot.expires_at <= now + dt.timedelta(days=days),
+        )
+    )
+    return int(total.scalar_one())
 
 
 async def reconcile(session: AsyncSession, member_id: int | None = None) -> list[Difference]:
@@ -563,7 +723,7 @@ async def reconcile(session: AsyncSession, member_id: int | None = None) -> list
         row.member_id: row
         for row in (await session.execute(scoped(select(PointsAccount), PointsAccount.member_id))).scalars()
     }
-    counted = PointsLot.state.in_([LotState.VALID, LotState.EXPIRED])
+    counted = PointsLot.state.in_([LotState.VALID, LotState.EXPIRED]) & (PointsLot.source != LotSource.ESCROW_RELEASE)
 
     def total(condition: ColumnElement[bool], value: InstrumentedAttribute[int]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
@@ -592,6 +752,7 @@ async def reconcile(session: AsyncSession, member_id: int | None = None) -> list
                     func.sum(PointsEntry.valid_change).label("valid"),
                     func.sum(PointsEntry.pending_change).label("pending"),
                     func.sum(PointsEntry.debt_change).label("debt"),
+                    func.sum(PointsEntry.held_change).label("held"),
                 ).group_by(PointsEntry.member_id),
                 PointsEntry.member_id,
             )
@@ -614,7 +775,7 @@ async def reconcile(session: AsyncSession, member_id: int | None = None) -> list
                 getattr(account, quantity, 0),
                 getattr(lots, quantity, 0) if lots is not None else 0,
             )
-        for quantity in ("valid", "pending", "debt"):
+        for quantity in ("valid", "pending", "debt", "held"):
             compare(
                 member,
                 f"{quantity} (entries)",
