@@ -18,6 +18,11 @@ from agent_panel.auth import SessionCache, auth_middleware
 from agent_panel.i18n import build_catalogues
 from agent_panel.keys import AUTH, ENGINE, HUB, I18N, SESSIONS, SETTINGS
 from agent_panel.routes import api, ops, pages
+from agent_panel.routes import calls as call_routes
+from agent_panel.routes import loyalty as loyalty_routes
+from agent_panel.routes import recordings as recording_routes
+from agent_panel.routes import reports as report_routes
+from agent_panel.routes import wallboard as wallboard_routes
 from agent_panel.ws import Hub
 from crm_core.settings import Settings
 from cti.calls.events import AgentStateChanged, CallAbandoned, CallAnswered, CallEnded, CallMissed, CallOffered
@@ -66,6 +71,11 @@ def create_app(
     pages.setup(app)
     api.setup(app)
     ops.setup(app)
+    call_routes.setup(app)
+    recording_routes.setup(app)
+    wallboard_routes.setup(app)
+    report_routes.setup(app)
+    loyalty_routes.setup(app)
     app.router.add_static("/static/", STATIC, append_version=True)
     app.cleanup_ctx.append(_run_hub)
     if start_engine:

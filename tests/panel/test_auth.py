@@ -14,9 +14,22 @@ from agent_panel.keys import SETTINGS
 from tests.panel.conftest import Panel, login
 
 # Routes every signed-in role may use vs. routes for those who take calls (agents, supervisors, admins).
-STAFF_ONLY = re.compile(r"^/($|callbacks|partials/callbacks|ws|api/v1/(softphone|agent|dial|wrapup|callbacks|queues))")
-SUPERVISOR_ONLY = re.compile(r"^/api/v1/(broadcast|supervise|agents/)")
+STAFF_ONLY = re.compile(
+    r"^/($|callbacks|partials/callbacks|calls|partials/calls|recordings/|ws|"
+    r"api/v1/(softphone|agent|dial|wrapup|callbacks|queues|calls|recording))"
+)
+SUPERVISOR_ONLY = re.compile(
+    r"^/(api/v1/(broadcast|supervise|agents/|qa/|recordings/\d+/(hold|release)|reports/|wallboard)"
+    r"|reports$|partials/reports$|wallboard$)"
+)
+# Routes whose roles differ by method: scoring a call (supervisors), editing QA criteria (admins).
+SUPERVISOR_WRITES = {("PUT", "/api/v1/calls/1/qa"), ("POST", "/calls/1/qa")}
+ADMIN_WRITES = {("POST", "/api/v1/qa/criteria"), ("PATCH", "/api/v1/qa/criteria/1")}
+METHOD_DENIED = {"agent1": SUPERVISOR_WRITES | ADMIN_WRITES, "sup1": ADMIN_WRITES}
 ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
+# The redemption approval queue and merchant vouchers: CRM staff and admins (maker-checker), not the
+# call centre.
+APPROVERS_ONLY = re.compile(r"^/api/v1/(redemptions$|vouchers/)")
 PUBLIC = {"/login"}
 
 
@@ -71,8 +84,9 @@ async def test_every_route_refused_without_a_session(panel: Panel) -> None:
 
 async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
     staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}")
-    agent_denied = re.compile(f"{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}")
-    for username, denied in (("staff1", staff_denied), ("agent1", agent_denied), ("sup1", ADMIN_ONLY)):
+    agent_denied = re.compile(f"{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}|{APPROVERS_ONLY.pattern}")
+    sup_denied = re.compile(f"{ADMIN_ONLY.pattern}|{APPROVERS_ONLY.pattern}")
+    for username, denied in (("staff1", staff_denied), ("agent1", agent_denied), ("sup1", sup_denied)):
         async with panel.client() as client:
             csrf = await login(client, username)
             for method, path in routes(panel):
@@ -81,7 +95,7 @@ async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
                 response = await client.request(
                     method, path, headers={"X-CSRF-Token": csrf}, json={}, allow_redirects=False
                 )
-                if denied.match(path):
+                if denied.match(path) or (method, path) in METHOD_DENIED.get(username, set()):
                     assert response.status == 403, (username, method, path, response.status)
                     assert "your role may not use this" in await response.text() or ADMIN_ONLY.match(path)
                 else:
