@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent_panel.auth import STAFF, SUPERVISORS, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
+from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core.calllog import qa
 from crm_core.calllog.access import can_access_call
@@ -64,18 +65,6 @@ def setup(app: web.Application) -> None:
 
 
 # ---------------------------------------------------------------------------- problems and input
-def problem(status: int, title: str, detail: str | None = None, errors: Any = None) -> web.Response:
-    """RFC 9457 problem details; `error` repeats the title for the panel's fetch helper."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "error": detail or title}
-    if detail:
-        body["detail"] = detail
-    if errors is not None:
-        body["errors"] = errors
-    response = web.json_response(body, status=status)
-    response.content_type = "application/problem+json"
-    return response
-
-
 class Problem(Exception):
     def __init__(self, response: web.Response) -> None:
         self.response = response

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
+from agent_panel.problems import problem
 from crm_core.db import read_session, transaction, utcnow
 from crm_core.loyalty import ledger, redemption, tiers, vouchers
 from crm_core.loyalty.errors import (
@@ -47,17 +48,6 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/redemptions", redemption_queue)
     r.add_post("/api/v1/redemptions/{redemption_id:\\d+}/{action:approve|reject|cancel}", redemption_decide)
     r.add_post("/api/v1/vouchers/{action:verify|redeem}", voucher_check)
-
-
-def problem(status: int, title: str, detail: str | None = None, errors: Any = None) -> web.Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "error": detail or title}
-    if detail:
-        body["detail"] = detail
-    if errors is not None:
-        body["errors"] = errors
-    response = web.json_response(body, status=status)
-    response.content_type = "application/problem+json"
-    return response
 
 
 class Strict(BaseModel):

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent_panel.auth import SUPERVISORS, allow, session_of
 from agent_panel.keys import I18N, SESSIONS, SETTINGS
+from agent_panel.problems import problem
 from agent_panel.render import language_of, render
 from crm_core.db import read_session
 from crm_core.reports import export
@@ -27,7 +28,6 @@ from crm_core.reports.table import ReportTable
 from crm_core.security.policy import PermissionDenied
 
 SHAPES: tuple[Shape, ...] = ("weekday", "date")
-PROBLEM = "application/problem+json"
 
 
 def setup(app: web.Application) -> None:
@@ -46,9 +46,7 @@ class Problem(Exception):
         self.status, self.title, self.detail = status, title, detail
 
     def response(self, request: web.Request) -> web.Response:
-        body = {"type": "about:blank", "title": self.title, "status": self.status, "detail": self.detail}
-        body["instance"] = request.path
-        return web.json_response(body, status=self.status, content_type=PROBLEM)
+        return problem(self.status, self.title, self.detail, instance=request.path)
 
 
 @dataclass(frozen=True, slots=True)

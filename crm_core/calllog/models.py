@@ -36,7 +36,7 @@ class Call(Base):
     queue: Mapped[str | None] = mapped_column(String(64), index=True)
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id", ondelete="SET NULL"), index=True)
     agent_endpoint: Mapped[str | None] = mapped_column(String(64))
-    agent_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    agent_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # ix_calls_agent_started
     started_at: Mapped[dt.datetime]
     answered_at: Mapped[dt.datetime | None]
     ended_at: Mapped[dt.datetime | None]
@@ -44,7 +44,7 @@ class Call(Base):
     ring_s: Mapped[float | None] = mapped_column(Float)
     talk_s: Mapped[float | None] = mapped_column(Float)
     wrapup_s: Mapped[float | None] = mapped_column(Float)
-    outcome: Mapped[str | None] = mapped_column(String(16), index=True)  # answered|abandoned|no_answer|busy|failed|lost
+    outcome: Mapped[str | None] = mapped_column(String(16))  # answered|abandoned|no_answer|busy|failed|lost
     hangup_cause: Mapped[str | None] = mapped_column(String(32))
     disposition: Mapped[str | None] = mapped_column(String(32))
     recording_file: Mapped[str | None] = mapped_column(String(255))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import statistics
@@ -269,7 +270,11 @@ async def one_run(url: str, reps: int, explain: bool) -> dict[str, Any]:
     engine = make_engine(url, pool_size=4)
     sessions = make_sessionmaker(engine)
     try:
-        supervisor = await _principal(sessions, "sup1")
+        # As the panel resolves a supervisor's session: team T1 serves member-service, so sup1 also sees
+        # that queue's unanswered calls (crm_core/calllog/access.py).
+        supervisor = dataclasses.replace(
+            await _principal(sessions, "sup1"), supervised_queues=frozenset({"member-service"})
+        )
         agent = await _principal(sessions, "agent03")
         conn = await asyncpg.connect(_dsn(url))
         try:

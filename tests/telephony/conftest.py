@@ -20,6 +20,18 @@ if str(SCRIPTS) not in sys.path:
 
 from asterisk_sandbox import AmiClient, BaresipPhone, Sandbox, SandboxError, gather_closing  # noqa: E402
 
+from crm_core import migrate  # noqa: E402
+from crm_core.db import make_engine, make_sessionmaker, transaction  # noqa: E402
+from crm_core.members.schemas import MemberIn  # noqa: E402
+from crm_core.members.service import join  # noqa: E402
+from crm_core.security.models import User  # noqa: E402
+from crm_core.security.policy import SYSTEM, Role  # noqa: E402
+from crm_core.settings import Settings  # noqa: E402
+from cti.engine import CtiEngine  # noqa: E402
+from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
+from tests.db.factories import password_hash  # noqa: E402
+from tests.telephony.support import Recorder, Sessions  # noqa: E402
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Phones of the session sandbox: agent1001/agent1002 are static members of member-service (agent1002
@@ -71,3 +83,38 @@ async def phones(sandbox: Sandbox) -> AsyncIterator[dict[str, BaresipPhone]]:
             with contextlib.suppress(Exception):
                 await client.command("hangupall", "all")
         await gather_closing(*clients.values())
+
+
+@pytest.fixture(scope="module")
+async def pg_sessions() -> AsyncIterator[Sessions]:
+    url = await create_pg_database()
+    await migrate.upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    async with transaction(sessions) as session:
+        for endpoint in ("agent1001", "agent1002", "agent1003"):
+            session.add(
+                User(
+                    username=endpoint,
+                    display_name=f"坐席{endpoint[-4:]}",
+                    password_hash=password_hash(),
+                    role=Role.AGENT.value,
+                    agent_endpoint=endpoint,
+                )
+            )
+    settings = Settings(database_url=url)
+    async with transaction(sessions) as session:
+        # The sandbox's customer phones present 13800138001 and 13800138002.
+        await join(session, SYSTEM, MemberIn(name="张伟", mobile="13800138001", member_type="gold"), settings)
+    yield sessions
+    await engine.dispose()
+    await drop_pg_database(url)
+
+
+@pytest.fixture
+async def recorder(engine: CtiEngine) -> AsyncIterator[Recorder]:
+    """Domain events of the module's `engine` fixture, from this test on."""
+    rec = Recorder()
+    subscription = engine.bus.subscribe(rec, name="test-recorder", maxsize=100_000)
+    yield rec
+    await engine.bus.unsubscribe(subscription)

@@ -9,167 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from asterisk_sandbox import AmiClient as SandboxAmi
 from asterisk_sandbox import BaresipPhone, Sandbox
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core import migrate
 from crm_core.callbacks.models import Callback
-from crm_core.calllog.models import AgentStateLog, Call, CallAgent
-from crm_core.db import make_engine, make_sessionmaker, transaction
-from crm_core.members.schemas import MemberIn
-from crm_core.members.service import join
-from crm_core.security.models import User
-from crm_core.security.policy import SYSTEM, Role
-from crm_core.settings import QueuePolicy, Settings
-from cti.calls.events import AgentStateChanged, DomainEvent
+from crm_core.calllog.models import AgentStateLog, Call
+from crm_core.security.policy import SYSTEM
+from crm_core.settings import Settings
+from cti.calls.events import AgentStateChanged
 from cti.dialer import DialRefused
 from cti.engine import CtiEngine
 from cti.screenpop import ScreenPop
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.db.factories import password_hash
+from tests.telephony.support import (
+    MEMBER_SERVICE,
+    VIP,
+    Recorder,
+    Sessions,
+    agents_of,
+    call_row,
+    ended_by_call_id,
+    engine_settings,
+    ready,
+    ring,
+    running_engine,
+)
 
 pytestmark = pytest.mark.telephony
-
-MEMBER_SERVICE = "4008001234"
-VIP = "4008001235"
-Sessions = async_sessionmaker[AsyncSession]
-
-
-class Recorder:
-    """Collects domain events from the bus so tests can wait for them."""
-
-    def __init__(self) -> None:
-        self.events: list[DomainEvent] = []
-
-    def __call__(self, event: DomainEvent) -> None:
-        self.events.append(event)
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    async def wait(
-        self,
-        kind: type[DomainEvent],
-        *,
-        since: int = 0,
-        timeout: float = 15.0,
-        where: Callable[[Any], bool] = lambda _e: True,
-    ) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events[since:]:
-                if isinstance(event, kind) and where(event):
-                    return event
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {kind.__name__} within {timeout}s; saw {[e.type for e in self.events[since:]]}")
-
-
-@pytest.fixture(scope="module")
-async def pg_sessions() -> AsyncIterator[Sessions]:
-    url = await create_pg_database()
-    await migrate.upgrade(url)
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    async with transaction(sessions) as session:
-        for endpoint in ("agent1001", "agent1002", "agent1003"):
-            session.add(
-                User(
-                    username=endpoint,
-                    display_name=f"坐席{endpoint[-4:]}",
-                    password_hash=password_hash(),
-                    role=Role.AGENT.value,
-                    agent_endpoint=endpoint,
-                )
-            )
-    settings = Settings(database_url=url)
-    async with transaction(sessions) as session:
-        # The sandbox's customer phones present 13800138001 and 13800138002.
-        await join(session, SYSTEM, MemberIn(name="张伟", mobile="13800138001", member_type="gold"), settings)
-    yield sessions
-    await engine.dispose()
-    await drop_pg_database(url)
 
 
 @pytest.fixture(scope="module")
 async def engine(sandbox: Sandbox, pg_sessions: Sessions) -> AsyncIterator[CtiEngine]:
-    ami = sandbox.state["ami"]
-    wrapup = float(sandbox.state["settings"].get("wrapup_seconds", 5))
-    settings = Settings(
-        ami_host=ami["host"],
-        ami_port=ami["port"],
-        ami_user=ami["user"],
-        ami_secret=ami["secret"],
-        queues={"member-service": QueuePolicy(wrapup_seconds=wrapup), "vip": QueuePolicy(wrapup_seconds=wrapup)},
-    )
-    cti = CtiEngine(settings, pg_sessions)
-    await cti.start(wait=20)
-    yield cti
-    # Leave the shared sandbox as found: agents out of wrap-up and unpaused, for the next module.
-    await ready(cti, "agent1001", "agent1002")
-    await cti.stop()
-
-
-@pytest.fixture
-async def recorder(engine: CtiEngine) -> AsyncIterator[Recorder]:
-    rec = Recorder()
-    subscription = engine.bus.subscribe(rec, name="test-recorder", maxsize=100_000)
-    yield rec
-    await engine.bus.unsubscribe(subscription)
-
-
-async def wait_call(sessions: Sessions, *where: Any, state: str = "ended", timeout: float = 10.0) -> Call:
-    """Poll the call log until the call matching `where` reaches `state`."""
-    deadline = time.monotonic() + timeout
-    call = None
-    while time.monotonic() < deadline:
-        async with sessions() as session:
-            call = (await session.execute(select(Call).where(*where))).scalar_one_or_none()
-        if call is not None and call.state == state:
-            return call
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"call {where} not {state} in the call log (found {call and call.state})")
-
-
-async def call_row(sessions: Sessions, linkedid: str, *, state: str = "ended", timeout: float = 10.0) -> Call:
-    return await wait_call(sessions, Call.linkedid == linkedid, state=state, timeout=timeout)
-
-
-async def ended_by_call_id(sessions: Sessions, call_id: str, timeout: float = 10.0) -> Call:
-    """A click-to-dial call, found by the id the dialer put in __CTI_CALLID."""
-    return await wait_call(sessions, Call.cti_call_id == call_id, timeout=timeout)
-
-
-async def agents_of(sessions: Sessions, call_id: int) -> list[tuple[str, bool]]:
-    async with sessions() as session:
-        rows = await session.execute(
-            select(CallAgent.agent_endpoint, CallAgent.answered)
-            .where(CallAgent.call_id == call_id)
-            .order_by(CallAgent.seq)
-        )
-        return [(a, b) for a, b in rows]
-
-
-async def ready(engine: CtiEngine, *agents: str, timeout: float = 20.0) -> None:
-    """Wait until the agents are back to ready (wrap-up over) so the next test's call rings them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = [engine.agents.state_of(a) for a in agents]
-        if all(s is not None and s.state == "ready" for s in states):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"agents not ready: {[engine.agents.state_of(a) for a in agents]}")
-
-
-async def ring(customer: BaresipPhone, did: str, agent: BaresipPhone) -> None:
-    mark = agent.mark()
-    await customer.dial(did)
-    await agent.wait_for_event("CALL_INCOMING", since=mark)
+    async with running_engine(engine_settings(sandbox), pg_sessions) as cti:
+        yield cti
 
 
 async def test_queue_call_pops_the_member_before_answer_and_is_logged(

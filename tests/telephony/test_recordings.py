@@ -19,14 +19,20 @@ import pytest
 from asterisk_sandbox import BaresipPhone, Sandbox
 from sqlalchemy import select
 
-from crm_core import migrate
 from crm_core.calllog.models import CallLeg
 from crm_core.calllog.recording_models import Recording
-from crm_core.db import make_engine, make_sessionmaker
-from crm_core.settings import QueuePolicy, Settings
+from crm_core.settings import QueuePolicy
 from cti.engine import CtiEngine
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.telephony.test_cti_engine import MEMBER_SERVICE, Sessions, call_row, ready, ring
+from tests.telephony.support import (
+    MEMBER_SERVICE,
+    Sessions,
+    call_row,
+    engine_settings,
+    ready,
+    ring,
+    running_engine,
+    wrapup_of,
+)
 
 pytestmark = pytest.mark.telephony
 
@@ -34,36 +40,21 @@ TALK_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
-async def rec_sessions() -> AsyncIterator[Sessions]:
-    url = await create_pg_database()
-    await migrate.upgrade(url)
-    engine = make_engine(url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-    await drop_pg_database(url)
-
-
-@pytest.fixture(scope="module")
 async def rec_engine(
-    sandbox: Sandbox, rec_sessions: Sessions, tmp_path_factory: pytest.TempPathFactory
+    sandbox: Sandbox, pg_sessions: Sessions, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[CtiEngine]:
-    ami = sandbox.state["ami"]
-    wrapup = float(sandbox.state["settings"].get("wrapup_seconds", 5))
-    settings = Settings(
-        ami_host=ami["host"],
-        ami_port=ami["port"],
-        ami_user=ami["user"],
-        ami_secret=ami["secret"],
-        queues={"member-service": QueuePolicy(wrapup_seconds=wrapup, retention_days=30), "vip": QueuePolicy()},
+    settings = engine_settings(
+        sandbox,
+        queues={
+            "member-service": QueuePolicy(wrapup_seconds=wrapup_of(sandbox), retention_days=30),
+            "vip": QueuePolicy(),
+        },
         recordings_dir=str(tmp_path_factory.mktemp("recordings")),
         # MixMonitor names the file inside the chroot; the engine reads it on the host.
         recordings_source_map={sandbox.state["recordings_dir_chroot"]: sandbox.state["recordings_dir"]},
     )
-    cti = CtiEngine(settings, rec_sessions)
-    await cti.start(wait=20)
-    yield cti
-    await ready(cti, "agent1001", "agent1002")
-    await cti.stop()
+    async with running_engine(settings, pg_sessions) as cti:
+        yield cti
 
 
 async def wait_recording(sessions: Sessions, linkedid: str, timeout: float = 30.0) -> Recording:
@@ -89,7 +80,7 @@ def decode(path: Path) -> np.ndarray:
 
 
 async def test_a_real_recorded_call_is_stored_audible_and_as_long_as_the_call(
-    rec_engine: CtiEngine, rec_sessions: Sessions, phones: dict[str, BaresipPhone], sandbox: Sandbox
+    rec_engine: CtiEngine, pg_sessions: Sessions, phones: dict[str, BaresipPhone], sandbox: Sandbox
 ) -> None:
     """What the duration is compared with: MixMonitor starts right after Answer() in the inbound
     dialplan — before the caller waits in the queue — and stops at hangup. So the file spans from the
@@ -102,10 +93,10 @@ async def test_a_real_recorded_call_is_stored_audible_and_as_long_as_the_call(
     await asyncio.sleep(TALK_SECONDS)
     await phones["cust1"].hangup()
     linkedid = (await ended_linkedid(rec_engine)).linkedid
-    call = await call_row(rec_sessions, linkedid)
-    rec = await wait_recording(rec_sessions, linkedid)
+    call = await call_row(pg_sessions, linkedid)
+    rec = await wait_recording(pg_sessions, linkedid)
     assert rec.state == "ready", rec.error
-    async with rec_sessions() as session:
+    async with pg_sessions() as session:
         customer_answered = await session.scalar(
             select(CallLeg.answered_at).where(CallLeg.call_id == call.id, CallLeg.role == "customer")
         )

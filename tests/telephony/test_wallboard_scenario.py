@@ -28,15 +28,22 @@ import pytest
 from asterisk_sandbox import AmiClient as SandboxAmi
 from asterisk_sandbox import BaresipPhone, Sandbox
 
-from crm_core.settings import QueuePolicy, Settings
+from crm_core.settings import QueuePolicy
 from cti.calls.events import AgentStateChanged, CallAbandoned, CallAnswered, CallEnded, CallMissed, CallOffered
 from cti.engine import CtiEngine
 from cti.wallboard import Wallboard
 from cti.wallboard_seed import seed_board
-from tests.telephony.test_cti_engine import MEMBER_SERVICE, Recorder, Sessions, pg_sessions, ready
+from tests.telephony.support import (
+    MEMBER_SERVICE,
+    Recorder,
+    Sessions,
+    engine_settings,
+    ready,
+    running_engine,
+    wrapup_of,
+)
 
 pytestmark = pytest.mark.telephony
-__all__ = ["pg_sessions"]  # the module-scoped PostgreSQL call log of test_cti_engine, used here too
 
 Q = "member-service"
 T = 3.0
@@ -44,28 +51,9 @@ T = 3.0
 
 @pytest.fixture(scope="module")
 async def engine(sandbox: Sandbox, pg_sessions: Sessions) -> AsyncIterator[CtiEngine]:
-    ami = sandbox.state["ami"]
-    wrapup = float(sandbox.state["settings"].get("wrapup_seconds", 5))
-    settings = Settings(
-        ami_host=ami["host"],
-        ami_port=ami["port"],
-        ami_user=ami["user"],
-        ami_secret=ami["secret"],
-        queues={Q: QueuePolicy(wrapup_seconds=wrapup, service_level_seconds=T), "vip": QueuePolicy()},
-    )
-    cti = CtiEngine(settings, pg_sessions)
-    await cti.start(wait=20)
-    yield cti
-    await ready(cti, "agent1001", "agent1002")
-    await cti.stop()
-
-
-@pytest.fixture
-async def recorder(engine: CtiEngine) -> AsyncIterator[Recorder]:
-    rec = Recorder()
-    subscription = engine.bus.subscribe(rec, name="test-recorder", maxsize=100_000)
-    yield rec
-    await engine.bus.unsubscribe(subscription)
+    queues = {Q: QueuePolicy(wrapup_seconds=wrapup_of(sandbox), service_level_seconds=T), "vip": QueuePolicy()}
+    async with running_engine(engine_settings(sandbox, queues=queues), pg_sessions) as cti:
+        yield cti
 
 
 async def answered_call(

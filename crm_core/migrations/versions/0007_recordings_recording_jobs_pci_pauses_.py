@@ -167,6 +167,9 @@ def upgrade() -> None:
         batch_op.create_index("ix_calls_agent_started", ["agent_user_id", "started_at", "id"], unique=False)
         # … and by outcome: abandoned and missed calls (a few % each) in time order, not a scan of all calls.
         batch_op.create_index("ix_calls_outcome_started", ["outcome", "started_at", "id"], unique=False)
+        # The two composites lead with these columns, so the single-column indexes only cost writes.
+        batch_op.drop_index(batch_op.f("ix_calls_agent_user_id"))
+        batch_op.drop_index(batch_op.f("ix_calls_outcome"))
 
     # The call-log visibility "calls that rang me" (crm_core/calllog/access.py) without a scan of
     # call_agents: an index-only lookup of the user's call ids.
@@ -182,6 +185,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_call_agents_user_call")
 
     with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_calls_outcome"), ["outcome"], unique=False)
+        batch_op.create_index(batch_op.f("ix_calls_agent_user_id"), ["agent_user_id"], unique=False)
         batch_op.drop_index("ix_calls_outcome_started")
         batch_op.drop_index("ix_calls_agent_started")
         batch_op.drop_index("ix_calls_started")
