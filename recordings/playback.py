@@ -12,9 +12,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_core.calllog.models import Call
 from crm_core.calllog.recording_models import Recording, RecordingAccess
 from crm_core.db import transaction
 
@@ -33,8 +34,25 @@ class Requester:
 
 
 async def recording_of_call(session: AsyncSession, call_id: int) -> Recording | None:
-    """The call's recording (the newest row if a call somehow has two)."""
-    stmt = select(Recording).where(Recording.call_id == call_id).order_by(Recording.id.desc()).limit(1)
+    """The call's recording (the newest row if a call somehow has two). Also found by the call's
+    (pbx, linkedid): the worker may process the file before the batched call-log write has linked it."""
+    call = await session.get(Call, call_id)
+    if call is None:
+        return None
+    stmt = (
+        select(Recording)
+        .where(or_(Recording.call_id == call_id, and_(Recording.pbx == call.pbx, Recording.linkedid == call.linkedid)))
+        .order_by(Recording.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def call_id_of(session: AsyncSession, recording: Recording) -> int | None:
+    """The recording's call, linked or found by (pbx, linkedid)."""
+    if recording.call_id is not None:
+        return recording.call_id
+    stmt = select(Call.id).where(Call.pbx == recording.pbx, Call.linkedid == recording.linkedid)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

@@ -31,6 +31,7 @@ from recordings.playback import (
     Requester,
     SeenGrants,
     audit,
+    call_id_of,
     range_is_empty_suffix,
     recording_of_call,
     stored_file,
@@ -83,11 +84,12 @@ async def _visible_recording(request: web.Request, call_id: int) -> Recording | 
 
 
 async def _may_see(session: AsyncSession, request: web.Request, rec: Recording) -> bool:
-    """A recording is as visible as its call; one not linked to a call, to administrators only."""
+    """A recording is as visible as its call; one without a call in the log, to administrators only."""
     principal = session_of(request).principal
-    if rec.call_id is None:
+    call_id = await call_id_of(session, rec)
+    if call_id is None:
         return principal.role == Role.ADMIN
-    return await can_access_call(session, principal, rec.call_id)
+    return await can_access_call(session, principal, call_id)
 
 
 def _view(request: web.Request, rec: Recording | None) -> dict[str, Any]:
@@ -149,8 +151,9 @@ async def audio(request: web.Request) -> web.StreamResponse:
         # The grant was issued after an access check; a first fetch checks again (a role or team
         # change since then counts), further Range requests of the same play ride on it.
         allowed = rec is None or not first or await _may_see(session, request, rec)
+        call_id = await call_id_of(session, rec) if rec is not None and first else None
     if rec is not None and not allowed:
-        await audit(sessions, who, "denied", recording_id=recording_id, call_id=rec.call_id)
+        await audit(sessions, who, "denied", recording_id=recording_id, call_id=call_id)
         return refused(403, "playback refused")
     if rec is None:
         return refused(404, "recording not found")
@@ -161,7 +164,7 @@ async def audio(request: web.Request) -> web.StreamResponse:
     if first:
         request.app[SEEN].remember(grant.nonce)
         await audit(
-            sessions, who, grant.action, recording_id=rec.id, call_id=rec.call_id, detail=request.headers.get("Range")
+            sessions, who, grant.action, recording_id=rec.id, call_id=call_id, detail=request.headers.get("Range")
         )
     if range_is_empty_suffix(request.headers.get("Range")):
         return web.Response(status=416, headers={"Content-Range": f"bytes */{rec.size_bytes or 0}"})

@@ -32,17 +32,22 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, recordings_dir=str(tmp_path / "recordings"))
 
 
-async def _recorded_call(panel: Panel, sessions: async_sessionmaker[AsyncSession], agent: str) -> tuple[int, int]:
-    """A call answered by `agent` with a ready recording on disk; returns (call_id, recording_id)."""
-    (call_id,) = await call_factory.add_calls(sessions, call_factory.call(agent=panel.principals[agent]))
+async def _recorded_call(
+    panel: Panel, sessions: async_sessionmaker[AsyncSession], agent: str, *, linked: bool = True
+) -> tuple[int, int]:
+    """A call answered by `agent` with a ready recording on disk; returns (call_id, recording_id).
+    `linked=False`: the recording row names the call only by its Linkedid, as when the worker processed
+    the file before the batched call-log write existed."""
+    new = call_factory.call(agent=panel.principals[agent])
+    (call_id,) = await call_factory.add_calls(sessions, new)
     relative = f"2026/03/10/{call_id}.mp3"
     path = Path(panel.app[SETTINGS].recordings_dir) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(BODY)
     async with transaction(sessions) as session:
         rec = Recording(
-            call_id=call_id,
-            linkedid=f"rec-{call_id}",
+            call_id=call_id if linked else None,
+            linkedid=new.row.linkedid,
             source_path=f"/spool/{call_id}.wav",
             storage_path=relative,
             format="mp3",
@@ -242,3 +247,19 @@ async def _call_of(sessions: async_sessionmaker[AsyncSession], rec_id: int) -> i
         rec = await session.get(Recording, rec_id)
         assert rec is not None and rec.call_id is not None
         return rec.call_id
+
+
+async def test_a_recording_found_by_linkedid_plays_and_is_audited_with_its_call(panel: Panel, sessions) -> None:  # type: ignore[no-untyped-def]
+    call_id, rec_id = await _recorded_call(panel, sessions, "agent1", linked=False)
+    async with panel.client() as owner, panel.client() as other:
+        await login(owner, "agent1")
+        await login(other, "agent2")
+        view = await (await owner.get(f"/api/v1/calls/{call_id}/recording")).json()
+        assert view["id"] == rec_id
+        assert (await owner.get(view["url"], headers={"Range": "bytes=0-9"})).status == 206
+        assert (await other.get(f"/api/v1/calls/{call_id}/recording")).status == 404
+    rows = await _audit(sessions)
+    assert [(r.action, r.call_id, r.recording_id) for r in rows] == [
+        ("play", call_id, rec_id),
+        ("denied", call_id, None),
+    ]
