@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     recordings_source_map: dict[str, str] = Field(default_factory=dict)
     recordings_max_attempts: int = Field(default=5, ge=1)  # then the job ends `failed` with the error
     recordings_missing_grace_seconds: float = Field(default=60.0, ge=0)  # no file by then: `missing`
+    recordings_purge_hour: int | None = Field(default=3, ge=0, le=23)  # daily purge, local hour; None: off
     # Playback URLs are signed and short-lived; the key comes from the environment (random per process
     # when empty, which is fine for one server but not for several behind a balancer).
     recordings_url_key: str = ""
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
 
     # Loyalty: redemptions of more points than this (or for a flagged member) need a second person.
     loyalty_redemption_approval_points: int = Field(default=1_000, ge=0)
+    # Suspicious-activity flags (crm_core/loyalty/fraud.py; `cti loyalty-flags`).
+    loyalty_flag_redemptions_per_day: int = Field(default=3, ge=1)
+    loyalty_flag_grant_points: int = Field(default=5_000, ge=1)
+    loyalty_flag_earn_redeem_minutes: int = Field(default=10, ge=1)
+    loyalty_flag_shared_members: int = Field(default=3, ge=2)
 
     # Agent panel (aiohttp): where it listens, its session cookie and its language.
     http_host: str = "127.0.0.1"

@@ -44,6 +44,7 @@ from cti.screenpop import ScreenPopper
 from cti.wallboard import Wallboard
 from cti.wallboard_seed import seed_board
 from recordings.jobs import enqueue_recording
+from recordings.retention import RetentionSchedule
 from recordings.worker import RecordingWorker
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class CtiEngine:
         self.call_log = CallLogWriter(sessions, self.crm, settings.pbx_name)
         self.callbacks = CallbackFeeder(sessions, self.crm, settings, self.calendar)
         self.recordings = RecordingWorker(settings, sessions)
+        self.retention = RetentionSchedule(settings, sessions)
         # Fed inline by publish(): O(1) per event, so it never lags the tracker (docs/KPIS.md).
         self.wallboard = Wallboard(settings.queues, settings.timezone, now=clock())
         self.events_fed = 0
@@ -116,6 +118,7 @@ class CtiEngine:
         self.ami.on_connected(self._resync)
         self._ticker = asyncio.create_task(self._tick(), name="tracker-tick")
         await self.recordings.start()
+        await self.retention.start()
         self.ami.start()
         if wait is not None:
             await self.ami.wait_connected(wait)
@@ -141,6 +144,7 @@ class CtiEngine:
                 await self._ticker
         await self.ami.close()
         await self.bus.close()
+        await self.retention.stop()
         await self.recordings.stop()  # after the bus: the last CallEnded are queued, running jobs finish
         await self.screen_pops.close()
         await self.crm.close()

@@ -7,10 +7,12 @@ froze what. The purge reports first (``dry_run=True``) and deletes the same set 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -178,3 +180,54 @@ async def set_legal_hold(
             )
         )
     return recording
+
+
+def next_purge_at(now: dt.datetime, hour: int, timezone: str) -> dt.datetime:
+    """The next `hour`:00 local time after `now` (UTC in, UTC out)."""
+    local = now.astimezone(ZoneInfo(timezone))
+    target = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target <= local:
+        target = (local + dt.timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return target.astimezone(dt.UTC)
+
+
+async def scheduled_purge(sessions: Sessions, settings: Settings, *, now: dt.datetime | None = None) -> PurgeReport:
+    """The nightly run: the dry-run report goes to the log first, then the same cut-off purges (so the
+    log says what was about to go even if the real run fails half-way)."""
+    now = now or utcnow()
+    report = await purge(sessions, settings, dry_run=True, now=now)
+    summary = {k: v for k, v in report.as_dict().items() if k != "ids"}
+    log.info("retention: due for purge %s", summary)
+    if report.count == 0:
+        return report
+    return await purge(sessions, settings, dry_run=False, now=now)
+
+
+class RetentionSchedule:
+    """Runs `scheduled_purge` daily at `settings.recordings_purge_hour` (local); None disables it.
+    Several servers may run it: the real purge locks its batches with SKIP LOCKED."""
+
+    def __init__(self, settings: Settings, sessions: Sessions) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.settings.recordings_purge_hour is not None and self._task is None:
+            self._task = asyncio.create_task(self._loop(self.settings.recordings_purge_hour), name="retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self, hour: int) -> None:
+        while True:
+            now = utcnow()
+            await asyncio.sleep((next_purge_at(now, hour, self.settings.timezone) - now).total_seconds())
+            try:
+                await scheduled_purge(self.sessions, self.settings)
+            except Exception:  # the database is away: tomorrow's run (or the CLI) catches up
+                log.exception("scheduled recordings purge failed")

@@ -19,7 +19,14 @@ from crm_core.calllog.recording_models import Recording, RecordingAccess
 from crm_core.db import make_engine, make_sessionmaker, transaction
 from crm_core.security.policy import Role
 from crm_core.settings import Settings
-from recordings.retention import RecordingNotFound, RecordingPurged, purge, set_legal_hold
+from recordings.retention import (
+    RecordingNotFound,
+    RecordingPurged,
+    next_purge_at,
+    purge,
+    scheduled_purge,
+    set_legal_hold,
+)
 from tests.db.factories import principal
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -184,3 +191,31 @@ async def test_the_cli_reports_holds_releases_and_purges(tmp_path: Path) -> None
     assert code == 0 and json.loads(out)["ids"] == [old] and not old_file.exists()
     code, out = await cti("status")
     assert code == 0 and json.loads(out) == {"jobs": {}, "recordings": {"purged": 1}}
+
+
+def test_the_nightly_purge_runs_at_the_local_hour() -> None:
+    shanghai_0259 = dt.datetime(2026, 11, 23, 18, 59, tzinfo=dt.UTC)  # 02:59 on the 24th in Shanghai
+    assert next_purge_at(shanghai_0259, 3, "Asia/Shanghai") == dt.datetime(2026, 11, 23, 19, 0, tzinfo=dt.UTC)
+    assert next_purge_at(dt.datetime(2026, 11, 23, 19, 0, tzinfo=dt.UTC), 3, "Asia/Shanghai") == dt.datetime(
+        2026, 11, 24, 19, 0, tzinfo=dt.UTC
+    )
+    # Across a DST change the local hour holds (Berlin, 2026-10-25: 03:00 CEST becomes 02:00 CET).
+    assert next_purge_at(dt.datetime(2026, 10, 24, 12, 0, tzinfo=dt.UTC), 4, "Europe/Berlin") == dt.datetime(
+        2026, 10, 25, 3, 0, tzinfo=dt.UTC
+    )
+
+
+async def test_the_scheduled_purge_reports_then_purges_the_same_set(
+    sessions: Sessions, rec_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    expired, expired_file = await stored(sessions, rec_settings, "2.1", retain_days=-1, queue="vip")
+    _kept, kept_file = await stored(sessions, rec_settings, "2.2", retain_days=10, queue="vip")
+    held, held_file = await stored(sessions, rec_settings, "2.3", retain_days=-3, queue="vip")
+    await set_legal_hold(sessions, held, True, reason="dispute", user_id=None)
+    with caplog.at_level("INFO", logger="recordings.retention"):
+        report = await scheduled_purge(sessions, rec_settings, now=NOW)
+    assert not report.dry_run and report.ids == [expired] and report.held_back == 1
+    assert "due for purge" in caplog.text and "'count': 1" in caplog.text
+    assert not expired_file.exists() and kept_file.exists() and held_file.exists()
+    again = await scheduled_purge(sessions, rec_settings, now=NOW)
+    assert again.dry_run and again.count == 0  # nothing left: the second night only reports
