@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crm_core.calllog.models import Call
 from crm_core.comms.models import CommunicationRecord
 from crm_core.comms.service import record_fields
+from crm_core.db import utcnow
+from crm_core.loyalty import ledger, tiers
 from crm_core.loyalty.models import PointsAccount
 from crm_core.members.models import Address, Card, Member, MemberContact, Organisation
 from crm_core.members.service import load_member, profile_fields
@@ -66,7 +68,7 @@ _CALLS = (
     .order_by(Call.started_at.desc(), Call.id.desc())
     .limit(RECENT_CALLS)
 )
-_POINTS = select(PointsAccount.valid, PointsAccount.pending, PointsAccount.lifetime).where(
+_POINTS = select(PointsAccount.valid, PointsAccount.pending, PointsAccount.lifetime, PointsAccount.held).where(
     PointsAccount.member_id == _MEMBER_ID
 )
 
@@ -259,13 +261,39 @@ def _show_calls(principal: Principal, calls: list[dict[str, Any]]) -> list[dict[
     return [apply_field_policy(principal, "call", c) for c in calls]
 
 
-async def _read_points(session: AsyncSession, member: Member) -> dict[str, int]:
+async def _read_points(session: AsyncSession, member: Member) -> dict[str, Any]:
+    """Balances, points expiring within 30 days, the tier and what the next tier still lacks this period."""
     row = (await session.execute(_POINTS, {"member_id": member.id})).first()
-    valid, pending, lifetime = row if row is not None else (0, 0, 0)
-    return {"valid": int(valid), "pending": int(pending), "lifetime": int(lifetime)}
+    valid, pending, lifetime, held = row if row is not None else (0, 0, 0, 0)
+    now = utcnow()
+    points: dict[str, Any] = {
+        "valid": int(valid),
+        "pending": int(pending),
+        "lifetime": int(lifetime),
+        "held": int(held),
+        "expiring_30_days": await ledger.expiring(session, member.id, now, 30) if valid else 0,
+        "tier": member.member_type,
+        "next_tier": None,
+        "points_to_next_tier": None,
+        "period_qualifying": None,
+    }
+    # `tiers.tier_status` without its two reads of what `member` already holds (the screen pop waits on this).
+    defined = await tiers.load_tiers(session)
+    rank = next((tier.rank for tier in defined if tier.code == member.member_type), None)
+    if rank is None:  # no tier table (yet), or a member_type it does not list: no progress to show
+        return points
+    next_tier = next((tier for tier in defined if tier.rank > rank), None)
+    period = next_tier.period if next_tier else defined[-1].period
+    period_points = await tiers.qualifying_points(session, member.id, period, now)
+    points.update(
+        next_tier=next_tier.code if next_tier else None,
+        points_to_next_tier=max(0, next_tier.threshold - period_points) if next_tier else None,
+        period_qualifying=period_points,
+    )
+    return points
 
 
-def _show_points(principal: Principal, points: dict[str, int]) -> dict[str, Any]:
+def _show_points(principal: Principal, points: dict[str, Any]) -> dict[str, Any]:
     return apply_field_policy(principal, "points", points)
 
 

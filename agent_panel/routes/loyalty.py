@@ -8,6 +8,7 @@ data scope (404 otherwise, as everywhere). Errors are RFC 9457 problem+json.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -16,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
 from agent_panel.problems import problem
+from agent_panel.render import render
 from crm_core.db import read_session, transaction, utcnow
-from crm_core.loyalty import ledger, redemption, tiers, vouchers
+from crm_core.loyalty import fraud, history, ledger, liability, redemption, tiers, vouchers
 from crm_core.loyalty.errors import (
     InsufficientPoints,
     ItemNotAvailable,
@@ -31,6 +33,7 @@ from crm_core.loyalty.errors import (
 from crm_core.loyalty.models import Redemption
 from crm_core.loyalty.redemption import RedemptionPolicy, RedemptionResult
 from crm_core.loyalty.voucher_codes import display
+from crm_core.member360 import member_360
 from crm_core.members.errors import MemberNotFound
 from crm_core.members.service import load_member
 from crm_core.security.policy import Principal, Role, apply_field_policy
@@ -48,6 +51,18 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/redemptions", redemption_queue)
     r.add_post("/api/v1/redemptions/{redemption_id:\\d+}/{action:approve|reject|cancel}", redemption_decide)
     r.add_post("/api/v1/vouchers/{action:verify|redeem}", voucher_check)
+    # suspicious-activity flags, points liability, and the panel pages (history, redemption, approvals)
+    r.add_get("/api/v1/loyalty/flags", flags_api)
+    r.add_post("/api/v1/loyalty/flags/run", flags_run_api)
+    r.add_get("/api/v1/loyalty/liability", liability_api)
+    r.add_get("/api/v1/loyalty/liability.csv", liability_csv)
+    r.add_get("/members/{member_id:\\d+}/points", points_page)
+    r.add_post("/members/{member_id:\\d+}/points/redeem", redeem_form)
+    r.add_get("/loyalty/approvals", approvals_page)
+    r.add_post("/loyalty/approvals/{redemption_id:\\d+}/{action:approve|reject}", approval_form)
+    r.add_get("/loyalty/flags", flags_page)
+    r.add_post("/loyalty/flags/run", flags_run_form)
+    r.add_get("/loyalty/liability", liability_page)
 
 
 class Strict(BaseModel):
@@ -258,3 +273,198 @@ async def voucher_check(request: web.Request) -> web.Response:
         return web.json_response(body)
     status = 422 if result.outcome in ("malformed", "unknown") else 409
     return problem(status, f"voucher {result.outcome.value}", errors=body)
+
+
+# ------------------------------------------------------------------------------- flags and liability
+def _thresholds(request: web.Request) -> fraud.Thresholds:
+    return fraud.thresholds_from(request.app[SETTINGS])
+
+
+def _flag_rows(principal: Principal, rows: list[fraud.ReportRow]) -> list[dict[str, Any]]:
+    return [
+        apply_field_policy(
+            principal,
+            "loyalty_flag",
+            {
+                "member_id": row.member_id,
+                "rule": row.rule,
+                "evidence": row.evidence,
+                "first_seen": _iso(row.first_seen),
+                "flagged_at": _iso(row.flagged_at),
+                "flag_reason": row.flag_reason,
+            },
+        )
+        for row in rows
+    ]
+
+
+@allow(*APPROVERS)
+async def flags_api(request: web.Request) -> web.Response:
+    """What the rules find now, beside each member's approval-list entry (if a run put one there)."""
+    principal = session_of(request).principal
+    async with read_session(request.app[SESSIONS]) as session:
+        rows = await fraud.report(session, _thresholds(request))
+    return web.json_response({"items": _flag_rows(principal, rows)})
+
+
+async def _run_flags(request: web.Request) -> fraud.RunResult:
+    async with transaction(request.app[SESSIONS]) as session:
+        return await fraud.run_rules(session, _thresholds(request), utcnow())
+
+
+@allow(*APPROVERS)
+async def flags_run_api(request: web.Request) -> web.Response:
+    """Run the rules now (as `cti loyalty-flags` does); flagged members' redemptions need approval."""
+    result = await _run_flags(request)
+    return web.json_response(
+        {"flags": len(result.flags), "members": result.members, "newly_flagged": result.newly_flagged}
+    )
+
+
+def _liability_body(totals: liability.Outstanding, months: list[liability.Month]) -> dict[str, Any]:
+    return {"outstanding": asdict(totals), "months": [asdict(m) for m in months]}
+
+
+async def _liability(request: web.Request) -> tuple[liability.Outstanding, list[liability.Month]]:
+    async with read_session(request.app[SESSIONS]) as session:
+        totals = await liability.outstanding(session, utcnow())
+        months = await liability.by_month(session, request.app[SETTINGS].timezone)
+    return totals, months
+
+
+@allow(*APPROVERS)
+async def liability_api(request: web.Request) -> web.Response:
+    """Outstanding points, expiring in 30 / 90 days, earn and burn by month."""
+    return web.json_response(_liability_body(*await _liability(request)))
+
+
+@allow(*APPROVERS)
+async def liability_csv(request: web.Request) -> web.Response:
+    text = liability.to_csv(*await _liability(request))
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="points-liability.csv"'},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- pages
+async def _points_context(request: web.Request, member_id: int) -> dict[str, Any]:
+    """The member's 360 (profile and points through the field policy), journal and redemptions."""
+    principal = session_of(request).principal
+    async with read_session(request.app[SESSIONS]) as session:
+        try:
+            member = await member_360(session, principal, member_id)
+        except MemberNotFound as exc:
+            raise web.HTTPNotFound(text="member not found") from exc
+        entries = await history.entries(session, member_id)
+        items = await history.catalogue(session)
+        requests = await history.redemptions(session, member_id)
+    return {
+        "member": member,
+        "entries": [apply_field_policy(principal, "points_entry", e) for e in entries],
+        "items": items,
+        "redemptions": requests,
+    }
+
+
+@allow(*ALL_ROLES)
+async def points_page(request: web.Request) -> web.Response:
+    member_id = int(request.match_info["member_id"])
+    context = await _points_context(request, member_id)
+    context["done"] = request.query.get("done")
+    return render(request, "loyalty_points.html", context)
+
+
+@allow(*REQUESTERS)
+async def redeem_form(request: web.Request) -> web.Response:
+    """The panel's redemption form: on success back to the history (PRG), else the page with the reason."""
+    principal = session_of(request).principal
+    member_id = int(request.match_info["member_id"])
+    form = await request.post()
+    try:
+        data = RedemptionIn(item_code=str(form.get("item_code", "")), quantity=int(str(form.get("quantity", "1"))))
+    except (ValueError, ValidationError):
+        return await _points_error(request, member_id, "invalid request", 400)
+    try:
+        async with transaction(request.app[SESSIONS]) as session:
+            await load_member(session, principal, member_id)
+            result = await redemption.request_redemption(
+                session, member_id, data.item_code, data.quantity, who=principal, now=utcnow(), policy=_policy(request)
+            )
+    except MemberNotFound as exc:
+        raise web.HTTPNotFound(text="member not found") from exc
+    except LoyaltyError as exc:
+        refused = _refusal(exc)
+        return await _points_error(request, member_id, _REFUSALS.get(type(exc), "refused"), refused.status)
+    raise web.HTTPSeeOther(f"/members/{member_id}/points?done={result.state.value}")
+
+
+_REFUSALS: dict[type[Exception], str] = {
+    InsufficientPoints: "Not enough valid points.",
+    ItemNotAvailable: "That item is not available.",
+    OutOfStock: "Out of stock.",
+}
+
+
+async def _points_error(request: web.Request, member_id: int, message: str, status: int) -> web.Response:
+    context = await _points_context(request, member_id)
+    context["error"] = message
+    return render(request, "loyalty_points.html", context, status=status)
+
+
+@allow(*APPROVERS)
+async def approvals_page(request: web.Request) -> web.Response:
+    """The approval queue for CRM staff: oldest first, the member's name as the field policy shows it."""
+    principal = session_of(request).principal
+    async with read_session(request.app[SESSIONS]) as session:
+        waiting = await history.queue(session)
+    rows = [
+        {**_queued(principal, row), "item": item, "member": apply_field_policy(principal, "member", {"name": name})}
+        for row, item, name in waiting
+    ]
+    return render(request, "loyalty_approvals.html", {"rows": rows, "error": request.query.get("error")})
+
+
+@allow(*APPROVERS)
+async def approval_form(request: web.Request) -> web.Response:
+    principal = session_of(request).principal
+    redemption_id = int(request.match_info["redemption_id"])
+    now = utcnow()
+    try:
+        async with transaction(request.app[SESSIONS]) as session:
+            member_id = (await session.get(Redemption, redemption_id) or _missing(redemption_id)).member_id
+            await load_member(session, principal, member_id)
+            if request.match_info["action"] == "approve":
+                await redemption.approve(session, redemption_id, who=principal, now=now)
+            else:
+                await redemption.reject(session, redemption_id, who=principal, now=now)
+    except (LoyaltyError, MemberNotFound) as exc:
+        error = "same" if isinstance(exc, SameApprover) else "refused"
+        raise web.HTTPSeeOther(f"/loyalty/approvals?error={error}") from exc
+    raise web.HTTPSeeOther("/loyalty/approvals")
+
+
+@allow(*APPROVERS)
+async def flags_page(request: web.Request) -> web.Response:
+    principal = session_of(request).principal
+    async with read_session(request.app[SESSIONS]) as session:
+        rows = await fraud.report(session, _thresholds(request))
+    return render(
+        request,
+        "loyalty_flags.html",
+        {"rows": _flag_rows(principal, rows), "thresholds": _thresholds(request), "ran": request.query.get("ran")},
+    )
+
+
+@allow(*APPROVERS)
+async def flags_run_form(request: web.Request) -> web.Response:
+    result = await _run_flags(request)
+    raise web.HTTPSeeOther(f"/loyalty/flags?ran={result.newly_flagged}")
+
+
+@allow(*APPROVERS)
+async def liability_page(request: web.Request) -> web.Response:
+    totals, months = await _liability(request)
+    return render(request, "loyalty_liability.html", {"totals": asdict(totals), "months": months})
