@@ -198,6 +198,35 @@ def import_members(
         raise SystemExit(2)
 
 
+@import_.command("transactions")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, default=False, help="check every row and count the points; write nothing")
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="where to write the per-row error report (default FILE.errors.csv)",
+)
+@click.option("--encoding", default=None, help="CSV encoding (default: detect UTF-8 / GB18030)")
+@click.option("--no-progress", is_flag=True, default=False)
+@click.pass_obj
+def import_transactions(
+    settings: Settings, file: Path, dry_run: bool, errors_path: Path | None, encoding: str | None, no_progress: bool
+) -> None:
+    """Import POS sales and returns into the points ledger; idempotent by transaction id, bad rows reported."""
+    from crm_core.loyalty.pos_import import import_transactions_file
+
+    report = _run(
+        import_transactions_file(
+            settings, file, dry_run=dry_run, errors_path=errors_path, encoding=encoding, progress=not no_progress
+        )
+    )
+    click.echo(report.summary())
+    if report.fatal:
+        raise SystemExit(2)
+
+
 @main.command("export")
 @click.argument("entity", type=click.Choice(["members"]))
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
@@ -291,6 +320,27 @@ def loyalty_nightly(settings: Settings, at: str | None) -> None:
         click.echo(f"  member {diff.member_id} {diff.quantity}: {diff.recorded} recorded, {diff.computed} computed")
     if result.differences:
         sys.exit(1)
+
+
+@main.command("loyalty-flags")
+@click.pass_obj
+def loyalty_flags(settings: Settings) -> None:
+    """Run the suspicious-activity rules; flagged members' redemptions then need a second person."""
+    from crm_core.db import make_engine, make_sessionmaker, transaction, utcnow
+    from crm_core.loyalty.fraud import run_rules, thresholds_from
+
+    async def run() -> Any:
+        engine = make_engine(settings.database_url)
+        try:
+            async with transaction(make_sessionmaker(engine)) as session:
+                return await run_rules(session, thresholds_from(settings), utcnow())
+        finally:
+            await engine.dispose()
+
+    result = _run(run())
+    click.echo(f"{len(result.flags)} flags on {result.members} members; {result.newly_flagged} newly flagged")
+    for flag in result.flags:
+        click.echo(f"  member {flag.member_id} {flag.rule}: {flag.evidence}")
 
 
 @main.command("demo-data")

@@ -348,3 +348,24 @@ class VoucherCheck(Base):
     action: Mapped[str] = mapped_column(String(8))  # verify | redeem
     outcome: Mapped[str] = mapped_column(String(20))  # VoucherOutcome
     checked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# ------------------------------------------------------------------------------------------- POS import
+
+
+class PosTransaction(Base):
+    """One imported POS transaction (sale or return), keyed by the POS's own id: the import's idempotence.
+    `content_hash` tells a repeat of the same row (skipped) from a different row reusing the id (refused)."""
+
+    __tablename__ = "loyalty_pos_transactions"
+
+    transaction_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # sale | return
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    occurred_at: Mapped[dt.datetime]
+    store: Mapped[str | None] = mapped_column(String(64))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    original_id: Mapped[str | None] = mapped_column(String(64), index=True)  # returns: the sale returned
+    points: Mapped[int] = mapped_column(BigInteger)  # earned (sale) or clawed back (return)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
