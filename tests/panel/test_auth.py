@@ -29,7 +29,7 @@ METHOD_DENIED = {"agent1": SUPERVISOR_WRITES | ADMIN_WRITES, "sup1": ADMIN_WRITE
 ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
 # The redemption approval queue and merchant vouchers: CRM staff and admins (maker-checker), not the
 # call centre.
-APPROVERS_ONLY = re.compile(r"^/api/v1/(redemptions$|vouchers/)")
+APPROVERS_ONLY = re.compile(r"^/(api/v1/(redemptions$|vouchers/|loyalty/)|loyalty/)")
 PUBLIC = {"/login"}
 
 

@@ -93,7 +93,9 @@ async def test_scripted_scenario_gives_the_hand_computed_kpis(
     # A: answered inside T; B: answered outside T (agent1001 is in wrap-up after A).
     wait_a, talk_a = await answered_call(recorder, phones["cust1"], phones["agent1001"], answer_after=0.0, talk=2.0)
     wait_b, talk_b = await answered_call(recorder, phones["cust2"], phones["agent1002"], answer_after=4.5, talk=1.5)
-    assert wait_a < T - 1.0 and wait_b > T + 1.0  # the scenario itself is on the intended side of T
+    # The scenario itself is on the intended side of T. These waits run from the dial, so they include
+    # call set-up before the queue; on a loaded machine A's took 2.1 s (its queue wait less than that).
+    assert wait_a < T - 0.25 and wait_b > T + 1.0
 
     # C: the caller gives up after ~1 s in the queue.
     since = recorder.mark()
