@@ -43,7 +43,6 @@ import csv
 import gc
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from crm_core.db import is_sqlite, make_engine, make_sessionmaker
 from crm_core.importers.column_mapping import ColumnPlan, MappingError, load_mapping_file, resolve_header
 from crm_core.importers.member_rows import UPDATABLE_FIELDS, PreparedBatch, RowError, RowPreparer
 from crm_core.importers.member_writer import BatchOutcome, MemberWriter, OnDuplicate
+from crm_core.importers.pipeline import run_pipelined
 from crm_core.importers.tabular import TableReader, UnreadableFile, excel_safe, open_table
 from crm_core.security.policy import SYSTEM, PermissionDenied, Principal, check_writable
 from crm_core.security.service import AuthenticationFailed, principal_by_username
@@ -289,7 +289,6 @@ async def import_members_file(
 
     errors_file = _ErrorReport(errors_path or _default_errors_path(path))
     engine = make_engine(settings.database_url)
-    pending: asyncio.Future[PreparedBatch] | None = None
     resources = contextlib.AsyncExitStack()
     try:
         sessions = await _import_sessions(engine, resources)
@@ -316,36 +315,23 @@ async def import_members_file(
         # PostgreSQL: two batches in flight on two connections, so the server works on one while this
         # process builds the next one's rows. SQLite has a single writer: one batch at a time.
         depth = 1 if is_sqlite(settings.database_url) else WRITERS_IN_FLIGHT
-        in_flight: deque[tuple[PreparedBatch, asyncio.Task[BatchOutcome]]] = deque()
-
-        async def settle_oldest(show: Callable[[int, int | None, int], None]) -> None:
-            done_batch, task = in_flight.popleft()
-            await _account(report, done_batch, await task, errors_file)
-            done, total = reader.progress()
-            show(done, total, report.rows)
 
         with _progress_bar(progress, f"import {path.name}") as show, _fewer_collections():
-            batch: PreparedBatch | None = first
-            try:
-                while batch is not None and batch.rows_read:
-                    # Read and validate the next batch in a thread while this one is written.
-                    pending = asyncio.ensure_future(asyncio.to_thread(read_and_prepare))
-                    in_flight.append((batch, asyncio.create_task(writer.write(batch.rows))))
-                    if len(in_flight) >= depth:
-                        await settle_oldest(show)  # in file order, so the error report stays sorted
-                    batch = await pending
-                    pending = None
-                while in_flight:
-                    await settle_oldest(show)
-            finally:
-                for _, task in in_flight:
-                    task.cancel()
-                if in_flight:
-                    await asyncio.wait([task for _, task in in_flight])
+
+            async def settle(batch: PreparedBatch, outcome: BatchOutcome) -> None:
+                await _account(report, batch, outcome, errors_file)
+                done, total = reader.progress()
+                show(done, total, report.rows)
+
+            await run_pipelined(
+                first,
+                read_next=read_and_prepare,
+                has_rows=lambda batch: batch.rows_read > 0,
+                write=lambda batch: writer.write(batch.rows),
+                settle=settle,
+                depth=depth,
+            )
     finally:
-        if pending is not None:
-            # A reader thread may still be running: let it finish before the file is closed under it.
-            await asyncio.wait([pending])
         await asyncio.to_thread(table.close)
         await asyncio.to_thread(errors_file.close)
         await resources.aclose()

@@ -37,8 +37,8 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -58,6 +58,7 @@ from crm_core.importers.members import (
     _import_sessions,
     _progress_bar,
 )
+from crm_core.importers.pipeline import run_pipelined
 from crm_core.importers.tabular import TableReader, UnreadableFile, open_table
 from crm_core.loyalty import ledger, tiers
 from crm_core.loyalty.models import (
@@ -80,6 +81,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 2_000
 _IN_CHUNK = 900  # ids per IN (...) list on SQLite; PostgreSQL gets one array parameter
 T = TypeVar("T")
+_Batch = tuple[int, list[PosRow], list[RowError]]  # rows read, good rows, bad rows
 _KEY_COLUMNS = {"member_no": Member.member_no, "mobile": Member.mobile_e164, "card_no": Card.card_no}
 
 
@@ -604,7 +606,7 @@ async def import_transactions_file(
         columns = resolve_columns(table.header)
         reader = table
 
-        def read_and_parse() -> tuple[int, list[PosRow], list[RowError]]:
+        def read_and_parse() -> _Batch:
             raw = reader.read_batch(batch_rows)
             good, bad = parse_batch(raw, columns)
             return len(raw), good, bad
@@ -621,7 +623,6 @@ async def import_transactions_file(
 
     errors_file = _ErrorReport(errors_path or _default_errors_path(path))
     engine = make_engine(settings.database_url)
-    pending: asyncio.Future[tuple[int, list[PosRow], list[RowError]]] | None = None
     resources = contextlib.AsyncExitStack()
     try:
         sessions = await _import_sessions(engine, resources)
@@ -630,49 +631,37 @@ async def import_transactions_file(
         # PostgreSQL: two batches in flight on two connections, so the server works on one while this
         # process checks the next (PosWriter.write keeps the row checks in file order). SQLite: one.
         depth = WRITERS_IN_FLIGHT if postgres else 1
-        in_flight: deque[tuple[int, list[RowError], asyncio.Task[_BatchOutcome]]] = deque()
-
-        async def settle_oldest(show: Callable[[int, int | None, int], None]) -> None:
-            read, bad, task = in_flight.popleft()
-            outcome = await task
-            report.rows += read
-            report.imported += outcome.imported
-            report.sales += outcome.sales
-            report.returns += outcome.returns
-            report.skipped += outcome.skipped
-            report.points_granted += outcome.points_granted
-            report.points_clawed_back += outcome.points_clawed_back
-            report.upgrades += outcome.upgrades
-            batch_errors = sorted(bad + outcome.errors, key=lambda e: e.row)
-            if batch_errors:
-                report.errors += len(batch_errors)
-                room = MAX_ERRORS_KEPT - len(report.error_rows)
-                report.error_rows.extend(batch_errors[: max(room, 0)])
-                await asyncio.to_thread(errors_file.write, batch_errors)
-            done, total = reader.progress()
-            show(done, total, report.rows)
 
         with _progress_bar(progress, f"import {path.name}") as show, _fewer_collections():
-            batch: tuple[int, list[PosRow], list[RowError]] | None = first
-            try:
-                while batch is not None and batch[0]:
-                    pending = asyncio.ensure_future(asyncio.to_thread(read_and_parse))
-                    read, good, bad = batch
-                    in_flight.append((read, bad, asyncio.create_task(writer.write(good))))
-                    if len(in_flight) >= depth:
-                        await settle_oldest(show)  # in file order, so the error report stays sorted
-                    batch = await pending
-                    pending = None
-                while in_flight:
-                    await settle_oldest(show)
-            finally:
-                for _, _, task in in_flight:
-                    task.cancel()
-                if in_flight:
-                    await asyncio.wait([task for _, _, task in in_flight])
+
+            async def settle(batch: _Batch, outcome: _BatchOutcome) -> None:
+                read, _, bad = batch
+                report.rows += read
+                report.imported += outcome.imported
+                report.sales += outcome.sales
+                report.returns += outcome.returns
+                report.skipped += outcome.skipped
+                report.points_granted += outcome.points_granted
+                report.points_clawed_back += outcome.points_clawed_back
+                report.upgrades += outcome.upgrades
+                batch_errors = sorted(bad + outcome.errors, key=lambda e: e.row)
+                if batch_errors:
+                    report.errors += len(batch_errors)
+                    room = MAX_ERRORS_KEPT - len(report.error_rows)
+                    report.error_rows.extend(batch_errors[: max(room, 0)])
+                    await asyncio.to_thread(errors_file.write, batch_errors)
+                done, total = reader.progress()
+                show(done, total, report.rows)
+
+            await run_pipelined(
+                first,
+                read_next=read_and_parse,
+                has_rows=lambda batch: batch[0] > 0,
+                write=lambda batch: writer.write(batch[1]),
+                settle=settle,
+                depth=depth,
+            )
     finally:
-        if pending is not None:
-            await asyncio.wait([pending])
         await asyncio.to_thread(table.close)
         await asyncio.to_thread(errors_file.close)
         await resources.aclose()
