@@ -230,6 +230,26 @@ async def lock_account(session: AsyncSession, member_id: int) -> PointsAccount:
 # ------------------------------------------------------------------------------------------- operations
 
 
+async def _take_valid(
+    session: AsyncSession,
+    member_id: int,
+    points: int,
+    entry: PointsEntry,
+    locked: PointsAccount | None,
+    *,
+    held: int = 0,
+) -> SpendResult:
+    """Take `points` out of the valid balance under `entry` (a spend, a deduction or an escrow hold,
+    which moves them to `held`), consuming lots nearest expiry first; raises InsufficientPoints."""
+    account = locked if locked is not None else await _lock_account(session, member_id)
+    if account.valid < points:
+        raise InsufficientPoints(member_id, points, account.valid)
+    entry = await _append(session, entry)
+    allocations = await _consume_valid_lots(session, member_id, points, entry.id)
+    await _change_account(session, member_id, valid=-points, held=held)
+    return SpendResult(entry_id=entry.id, allocations=allocations)
+
+
 async def earn(
     session: AsyncSession,
     member_id: int,
@@ -343,18 +363,10 @@ async def spend(
     `locked`: the account row the caller already locked in this transaction (saves the round trip)."""
     if points <= 0:
         raise ValueError("spend a positive number of points")
-    account = locked if locked is not None else await _lock_account(session, member_id)
-    if account.valid < points:
-        raise InsufficientPoints(member_id, points, account.valid)
-    entry = await _append(
-        session,
-        PointsEntry(
-            member_id=member_id, kind=kind, valid_change=-points, ref=ref, reason=reason, created_by=_user_id(who)
-        ),
+    entry = PointsEntry(
+        member_id=member_id, kind=kind, valid_change=-points, ref=ref, reason=reason, created_by=_user_id(who)
     )
-    allocations = await _consume_valid_lots(session, member_id, points, entry.id)
-    await _change_account(session, member_id, valid=-points)
-    return SpendResult(entry_id=entry.id, allocations=allocations)
+    return await _take_valid(session, member_id, points, entry, locked)
 
 
 async def manual_deduct(
@@ -583,23 +595,15 @@ async def hold(
     """Move `points` from valid lots into escrow (nearest expiry first); raises InsufficientPoints."""
     if points <= 0:
         raise ValueError("hold a positive number of points")
-    account = locked if locked is not None else await _lock_account(session, member_id)
-    if account.valid < points:
-        raise InsufficientPoints(member_id, points, account.valid)
-    entry = await _append(
-        session,
-        PointsEntry(
-            member_id=member_id,
-            kind=EntryKind.ESCROW_HOLD,
-            valid_change=-points,
-            held_change=points,
-            ref=ref,
-            created_by=_user_id(who),
-        ),
+    entry = PointsEntry(
+        member_id=member_id,
+        kind=EntryKind.ESCROW_HOLD,
+        valid_change=-points,
+        held_change=points,
+        ref=ref,
+        created_by=_user_id(who),
     )
-    allocations = await _consume_valid_lots(session, member_id, points, entry.id)
-    await _change_account(session, member_id, valid=-points, held=points)
-    return SpendResult(entry_id=entry.id, allocations=allocations)
+    return await _take_valid(session, member_id, points, entry, locked, held=points)
 
 
 async def spend_held(
