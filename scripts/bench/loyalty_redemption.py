@@ -13,6 +13,8 @@ Measured in process, one AsyncSession and one transaction per request exactly as
   load below saturation, which the closed loop cannot show.
 * ``one_member``: 50 workers redeeming for the *same* member: every request queues on that member's
   account row lock, so this is the worst case (it shows the serialisation, not a goal).
+* ``capacity`` (``--sweep``): the open loop at rising rates (``--sweep-rates``); the highest rate whose
+  p99 stays under the goal is what one process sustains with 50 clients within 20 ms.
 
 The workers are a closed loop (each sends its next request when the last one returns), so with 50 in
 flight a request's latency is about 50 / throughput: the p99 under 50 concurrent requests says as much
@@ -125,6 +127,29 @@ async def open_loop(
     return latencies
 
 
+async def sweep(
+    sessions: async_sessionmaker[AsyncSession], member_ids: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Open loop at each rate (median p99 of --runs); stops after the first rate over the goal."""
+    rates = [float(r) for r in args.sweep_rates.split(",")]
+    points: list[dict[str, Any]] = []
+    requests = 0
+    within: float | None = None
+    for rate in rates:
+        runs = []
+        for run in range(args.runs):
+            latencies = await open_loop(sessions, member_ids, args.requests, seed=100 + run, rate=rate)
+            requests += len(latencies)
+            runs.append(common.latency_summary(latencies))
+        p99 = common.median_of(runs, "p99_ms")
+        points.append({"rate_per_s": rate, "p50_ms": common.median_of(runs, "p50_ms"), "p99_ms": p99})
+        common.log(f"capacity at {rate:g}/s: p99 {p99} ms")
+        if p99 >= GOAL_P99_MS:
+            break
+        within = rate
+    return {"highest_rate_within_goal_per_s": within, "points": points, "requests": requests}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=2_000)
@@ -132,6 +157,8 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=40.0, help="open loop: redemptions/s offered")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--sweep", action="store_true", help="also find the highest open-loop rate within the goal")
+    parser.add_argument("--sweep-rates", default="40,80,120,160,200,240", help="redemptions/s, comma-separated")
     args = parser.parse_args()
 
     url = await common.create_pg_database(DATABASE)
@@ -169,11 +196,12 @@ async def main() -> None:
                 "redemptions_per_s": common.median_of(runs, "redemptions_per_s"),
                 "runs": runs,
             }
+        capacity = await sweep(sessions, member_ids, args) if args.sweep else None
         async with transaction(sessions) as session:
             assert await ledger.reconcile(session) == []
             assert await redemption.reconcile_escrow(session) == []
             vouchers = (await session.execute(select(func.count()).select_from(Voucher))).scalar_one()
-        expected = 500 + len(plan) * args.runs * args.requests
+        expected = 500 + len(plan) * args.runs * args.requests + (capacity["requests"] if capacity else 0)
         assert vouchers == expected, (vouchers, expected)
     finally:
         await engine.dispose()
@@ -192,6 +220,7 @@ async def main() -> None:
             "open_loop_p99_ms": scenarios["open_loop"]["p99_ms"],
             "meets_goal": scenarios["distinct_members"]["p99_ms"] < GOAL_P99_MS,
             "scenarios": scenarios,
+            "capacity": capacity,
             "reconciled": True,
             "peak_rss_mib": common.peak_rss_mib(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
