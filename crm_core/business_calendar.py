@@ -51,6 +51,11 @@ class BusinessCalendar:
         WorkingHours(dt.time(13, 0), dt.time(18, 0)),
     )
     overrides: Mapping[dt.date, bool] = field(default_factory=dict)
+    # Working intervals per date, filled on first use: SLA recomputation asks for the same few days
+    # hundreds of thousands of times (the dict is mutable state behind a frozen, value-compared calendar).
+    _day_cache: dict[dt.date, list[tuple[dt.datetime, dt.datetime]]] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     def is_workday(self, day: dt.date) -> bool:
         if day in self.overrides:
@@ -64,11 +69,18 @@ class BusinessCalendar:
         return known
 
     def _intervals(self, day: dt.date) -> list[tuple[dt.datetime, dt.datetime]]:
-        if not self.is_workday(day):
-            return []
-        return [
-            (dt.datetime.combine(day, h.start, self.tz), dt.datetime.combine(day, h.end, self.tz)) for h in self.hours
-        ]
+        cached = self._day_cache.get(day)
+        if cached is None:
+            cached = (
+                [
+                    (dt.datetime.combine(day, h.start, self.tz), dt.datetime.combine(day, h.end, self.tz))
+                    for h in self.hours
+                ]
+                if self.is_workday(day)
+                else []
+            )
+            self._day_cache[day] = cached
+        return cached
 
     def add_business_time(self, start: dt.datetime, duration: dt.timedelta) -> dt.datetime:
         """The instant `duration` of working time after `start` (aware datetimes; result in UTC)."""

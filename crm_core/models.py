@@ -1,5 +1,6 @@
 """Import every context's models so Base.metadata is complete (Alembic and tests use it)."""
 
+from crm_core import calendar_store, notifications
 from crm_core.callbacks import models as callbacks_models
 from crm_core.calllog import models as calllog_models
 from crm_core.calllog import qa_models, recording_models
@@ -8,15 +9,21 @@ from crm_core.db import Base
 from crm_core.loyalty import models as loyalty_models
 from crm_core.members import models as members_models
 from crm_core.security import models as security_models
+from crm_core.service import models as service_models
+from crm_core.service import sla_models
 
 __all__ = [
     "Base",
+    "calendar_store",
     "callbacks_models",
     "calllog_models",
     "comms_models",
     "loyalty_models",
     "members_models",
+    "notifications",
     "qa_models",
     "recording_models",
     "security_models",
+    "service_models",
+    "sla_models",
 ]
