@@ -22,6 +22,7 @@ from agent_panel.routes import calls as call_routes
 from agent_panel.routes import loyalty as loyalty_routes
 from agent_panel.routes import recordings as recording_routes
 from agent_panel.routes import reports as report_routes
+from agent_panel.routes import service as service_routes
 from agent_panel.routes import wallboard as wallboard_routes
 from agent_panel.ws import Hub
 from crm_core.settings import Settings
@@ -76,6 +77,7 @@ def create_app(
     wallboard_routes.setup(app)
     report_routes.setup(app)
     loyalty_routes.setup(app)
+    service_routes.setup(app)
     app.router.add_static("/static/", STATIC, append_version=True)
     app.cleanup_ctx.append(_run_hub)
     if start_engine:

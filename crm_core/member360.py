@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.calllog.models import Call
@@ -27,6 +27,8 @@ from crm_core.members.models import Address, Card, Member, MemberContact, Organi
 from crm_core.members.service import load_member, profile_fields
 from crm_core.security.models import OrgUnit
 from crm_core.security.policy import Principal, apply_field_policy, in_scope
+from crm_core.service.models import OPEN_STATES, ServiceRequest
+from crm_core.service.sla_models import SlaStatus
 
 SectionRead = Callable[[AsyncSession, Member], Awaitable[Any]]
 SectionShow = Callable[[Principal, Any], Any]
@@ -299,3 +301,60 @@ def _show_points(principal: Principal, points: dict[str, Any]) -> dict[str, Any]
 
 register_section("calls", _read_calls, _show_calls)
 register_section("points", _read_points, _show_points)
+
+
+# Service requests: the open ones first (the caller is most likely calling about one), then the latest.
+RECENT_REQUESTS = 8
+_REQUESTS = (
+    select(
+        ServiceRequest.id,
+        ServiceRequest.no,
+        ServiceRequest.type,
+        ServiceRequest.priority,
+        ServiceRequest.state,
+        ServiceRequest.subject,
+        ServiceRequest.created_at,
+        SlaStatus.resolution_due_at,
+        SlaStatus.resolution_breached,
+        func.count().filter(ServiceRequest.state.in_([str(s) for s in OPEN_STATES])).over().label("open"),
+    )
+    .outerjoin(SlaStatus, SlaStatus.request_id == ServiceRequest.id)
+    .where(ServiceRequest.member_id == _MEMBER_ID)
+    .order_by(
+        case((ServiceRequest.state.in_([str(s) for s in OPEN_STATES]), 0), else_=1),
+        ServiceRequest.created_at.desc(),
+        ServiceRequest.id.desc(),
+    )
+    .limit(RECENT_REQUESTS)
+)
+
+
+async def _read_requests(session: AsyncSession, member: Member) -> dict[str, Any]:
+    rows = (await session.execute(_REQUESTS, {"member_id": member.id})).all()
+    return {
+        "open": int(rows[0].open) if rows else 0,
+        "recent": [
+            {
+                "id": r.id,
+                "no": r.no,
+                "type": r.type,
+                "priority": r.priority,
+                "state": r.state,
+                "subject": r.subject,
+                "created_at": r.created_at.isoformat(),
+                "due_at": r.resolution_due_at.isoformat() if r.resolution_due_at else None,
+                "breached": bool(r.resolution_breached),
+            }
+            for r in rows
+        ],
+    }
+
+
+def _show_requests(principal: Principal, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "open": data["open"],
+        "recent": [apply_field_policy(principal, "service_request", r) for r in data["recent"]],
+    }
+
+
+register_section("service", _read_requests, _show_requests)

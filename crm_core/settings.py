@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     callback_max_attempts: int = Field(default=3, ge=1)
     callback_retry_minutes: int = Field(default=30, ge=1)
 
+    # Service desk: return visits N working days after closure; the SLA escalation job's period.
+    service_return_visit_days: int = Field(default=3, ge=0, le=60)
+    sla_check_seconds: float = Field(default=60.0, gt=0)
+
     # Loyalty: redemptions of more points than this (or for a flagged member) need a second person.
     loyalty_redemption_approval_points: int = Field(default=1_000, ge=0)
     # Suspicious-activity flags (crm_core/loyalty/fraud.py; `cti loyalty-flags`).

@@ -22,6 +22,7 @@ from crm_core.calllog.service import agents_of, call_by_linkedid, set_wrapup
 from crm_core.comms.schemas import CommunicationIn
 from crm_core.comms.service import add_record, records_for_member
 from crm_core.db import read_session, transaction, utcnow
+from crm_core.member360 import member_360
 from crm_core.members import service as members
 from crm_core.members.errors import DuplicateMember, MemberError, MemberNotFound
 from crm_core.members.schemas import MemberIn
@@ -49,6 +50,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/members", member_create)
     r.add_post("/api/v1/members/{member_id:\\d+}/link-number", member_link_number)
     r.add_get("/api/v1/members/{member_id:\\d+}/comms", comms_list)
+    r.add_get("/api/v1/members/{member_id:\\d+}/360", member_view)
     r.add_post("/api/v1/members/{member_id:\\d+}/comms", comms_add)
     r.add_post("/api/v1/broadcast", broadcast)
     r.add_post("/api/v1/supervise", supervise)
@@ -396,6 +398,19 @@ async def member_link_number(request: web.Request) -> web.Response:
             )
         engine.crm.forget_number(data.number)
         return web.json_response({"member_id": member_id, "contact_id": contact_id, "linked": contact_id is not None})
+
+    return await guarded(run)
+
+
+@allow(*ALL_ROLES)
+async def member_view(request: web.Request) -> web.Response:
+    """The member 360 as JSON, through the reader's field permissions (what the card shows)."""
+    member_id = int(request.match_info["member_id"])
+
+    async def run() -> web.Response:
+        async with read_session(request.app[SESSIONS]) as session:
+            view = await member_360(session, session_of(request).principal, member_id)
+        return web.json_response(view)
 
     return await guarded(run)
 

@@ -25,7 +25,14 @@ SUPERVISOR_ONLY = re.compile(
 # Routes whose roles differ by method: scoring a call (supervisors), editing QA criteria (admins).
 SUPERVISOR_WRITES = {("PUT", "/api/v1/calls/1/qa"), ("POST", "/calls/1/qa")}
 ADMIN_WRITES = {("POST", "/api/v1/qa/criteria"), ("PATCH", "/api/v1/qa/criteria/1")}
-METHOD_DENIED = {"agent1": SUPERVISOR_WRITES | ADMIN_WRITES, "sup1": ADMIN_WRITES}
+# The business calendar and the SLA policies' changes: administrators only (everyone reads the policies).
+CALENDAR_ADMIN = re.compile(r"^/(api/v1/calendar|service/admin$)")
+SLA_WRITES = {("POST", "/api/v1/sla/policies")}
+METHOD_DENIED = {
+    "agent1": SUPERVISOR_WRITES | ADMIN_WRITES | SLA_WRITES,
+    "sup1": ADMIN_WRITES | SLA_WRITES,
+    "staff1": SLA_WRITES,
+}
 ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
 # The redemption approval queue and merchant vouchers: CRM staff and admins (maker-checker), not the
 # call centre.
@@ -83,9 +90,10 @@ async def test_every_route_refused_without_a_session(panel: Panel) -> None:
 
 
 async def test_roles_are_enforced_on_every_route(panel: Panel) -> None:
-    staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}")
-    agent_denied = re.compile(f"{SUPERVISOR_ONLY.pattern}|{ADMIN_ONLY.pattern}|{APPROVERS_ONLY.pattern}")
-    sup_denied = re.compile(f"{ADMIN_ONLY.pattern}|{APPROVERS_ONLY.pattern}")
+    admin = f"{ADMIN_ONLY.pattern}|{CALENDAR_ADMIN.pattern}"
+    staff_denied = re.compile(f"{STAFF_ONLY.pattern}|{SUPERVISOR_ONLY.pattern}|{admin}")
+    agent_denied = re.compile(f"{SUPERVISOR_ONLY.pattern}|{admin}|{APPROVERS_ONLY.pattern}")
+    sup_denied = re.compile(f"{admin}|{APPROVERS_ONLY.pattern}")
     for username, denied in (("staff1", staff_denied), ("agent1", agent_denied), ("sup1", sup_denied)):
         async with panel.client() as client:
             csrf = await login(client, username)

@@ -104,3 +104,25 @@ async function onSubmit(event) {
 
 document.addEventListener("click", onClick);
 document.addEventListener("submit", onSubmit);
+
+// A service request from the screen pop (the call, the caller's number and the member shown) or from a
+// member page; the new request's number is announced and the page keeps its place.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.new-service-request");
+  if (!form) return;
+  event.preventDefault();
+  const body = { type: form.elements.type.value, subject: form.elements.subject.value };
+  if (form.dataset.callId) body.call_id = form.dataset.callId;
+  if (form.dataset.phone) body.phone = form.dataset.phone;
+  const card = form.dataset.memberId ? null : document.querySelector("#pop-member .member-card[data-member-id]");
+  const memberId = form.dataset.memberId || card?.dataset.memberId;
+  if (memberId) body.member_id = Number(memberId);
+  try {
+    const created = await api("POST", "/api/v1/service/requests", body);
+    form.reset();
+    form.dataset.created = created.no;
+    toast(`✓ ${created.no}`);
+  } catch (error) {
+    toast(error.message, "error");
+  }
+});
