@@ -139,4 +139,11 @@ VALUES: tuple[str, ...] = (
     N_("escalated"),
     N_("onsite"),
     N_("return_repair"),
+    # crm_core/kb/models.py VersionState: article versions (起草 → 已审核)
+    N_("draft"),
+    N_("in_review"),
+    N_("approved"),
+    N_("rejected"),
+    N_("superseded"),
+    N_("archived"),
 )

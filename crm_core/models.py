@@ -6,6 +6,7 @@ from crm_core.calllog import models as calllog_models
 from crm_core.calllog import qa_models, recording_models
 from crm_core.comms import models as comms_models
 from crm_core.db import Base
+from crm_core.kb import models as kb_models
 from crm_core.loyalty import models as loyalty_models
 from crm_core.members import models as members_models
 from crm_core.security import models as security_models
@@ -18,6 +19,7 @@ __all__ = [
     "callbacks_models",
     "calllog_models",
     "comms_models",
+    "kb_models",
     "loyalty_models",
     "members_models",
     "notifications",

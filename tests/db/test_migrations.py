@@ -51,6 +51,14 @@ async def test_latest_step_downgrades_and_upgrades(empty_url: str) -> None:
     assert set(Base.metadata.tables) <= await _tables(empty_url)
 
 
+def _modelled(name: str | None, type_: str, parent_names: object) -> bool:
+    """The knowledge base's full-text index is per engine and made by its migration, not a model."""
+    return not (type_ == "table" and name is not None and name.startswith(("kb_fts", "kb_search")))
+
+
+UNMODELLED = {"include_name": _modelled}
+
+
 async def test_models_and_migrations_agree(empty_url: str) -> None:
     """Autogenerate against the migrated schema finds nothing to do: no model change lacks a migration."""
     from alembic.autogenerate import compare_metadata
@@ -60,7 +68,9 @@ async def test_models_and_migrations_agree(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
         async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts=UNMODELLED), Base.metadata)
+            )
     finally:
         await engine.dispose()
     assert diff == []

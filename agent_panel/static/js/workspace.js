@@ -302,6 +302,7 @@ function onFrame(frame) {
     case "banner": showBanner(d); break;
     case "pci": showPci(d); break;
     case "callbacks_changed": fire("callbacks-changed"); break;
+    case "notification": toast(`🔔 ${d.title}`, "warn"); break;
     case "call_answered":
       if (state.call && state.call.linkedid === d.linkedid) $("pop").classList.add("answered");
       break;
