@@ -6,8 +6,9 @@ no stop words: the tokens are already words). SQLite: the FTS5 table `kb_fts(tit
 is the article id, over the same space-separated tokens (unicode61 then sees one token per word).
 
 A query is all its terms (AND); when that finds nothing, any of them (OR), best matches first, so
-"会员积分" still finds an article that only speaks of 积分. Only approved, unarchived versions are
-indexed: a draft is never found by agents.
+"会员积分" still finds an article that only speaks of 积分. On PostgreSQL a query that matches more
+than CANDIDATES articles ranks the newest CANDIDATES of them (measured: scripts/bench/kb_search.py).
+Only approved, unarchived versions are indexed: a draft is never found by agents.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.kb import segment
+
+CANDIDATES = 500  # PostgreSQL: matches ranked per query (see search_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +93,17 @@ async def search_ids(
     postgres = _dialect(session) == "postgresql"
     for joiner in ("AND", "OR") if len(terms) > 1 or len(terms[0]) > 1 else ("AND",):
         if postgres:
+            # Ranking reads every matching document: a word in most articles (积分) costs ~40 ms over
+            # 10,000 of them. So the newest CANDIDATES matches are ranked, which a GIN bitmap scan and
+            # a sort of ids find in a few milliseconds; narrower queries never reach the cap.
             sql = (
-                "SELECT s.article_id, ts_rank(s.document, q) AS rank "
-                "FROM kb_search s CROSS JOIN to_tsquery('simple', :q) AS q "
+                "WITH c AS MATERIALIZED (SELECT s.article_id FROM kb_search s "
                 "JOIN kb_articles a ON a.id = s.article_id "
-                f"WHERE s.document @@ q AND {visible_sql} ORDER BY rank DESC, s.article_id LIMIT :limit"
+                f"WHERE s.document @@ to_tsquery('simple', :q) AND {visible_sql} "
+                "ORDER BY s.article_id DESC LIMIT :candidates) "
+                "SELECT s.article_id, ts_rank(s.document, to_tsquery('simple', :q)) AS rank "
+                "FROM c JOIN kb_search s ON s.article_id = c.article_id "
+                "ORDER BY rank DESC, s.article_id DESC LIMIT :limit"
             )
             q = _pg_query(terms, "&") if joiner == "AND" else " | ".join(f"'{w}'" for w in words)
         else:
@@ -104,7 +113,8 @@ async def search_ids(
                 f"WHERE kb_fts MATCH :q AND {visible_sql} ORDER BY rank DESC, kb_fts.rowid LIMIT :limit"
             )
             q = _fts_query(terms, "AND") if joiner == "AND" else " OR ".join(f'"{w}"' for w in words)
-        rows = (await session.execute(text(sql), {"q": q, "limit": limit, **params})).all()
+        bind = {"q": q, "limit": limit, "candidates": CANDIDATES, **params}
+        rows = (await session.execute(text(sql), bind)).all()
         if rows:
             return [Hit(int(r.article_id), float(r.rank)) for r in rows], words
     return [], words

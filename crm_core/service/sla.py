@@ -23,6 +23,7 @@ Everything here is pure (no I/O) so that the same history always gives the same 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,9 +44,17 @@ class Targets:
     escalate_percent: int = 150
 
     def threshold(self, clock: str, level: int) -> dt.timedelta:
-        target = self.response if clock == "response" else self.resolution
-        percent = (self.warn_percent, 100, self.escalate_percent)[level]
-        return target * percent / 100
+        return _thresholds(self)[clock, level]
+
+
+@functools.lru_cache(maxsize=256)
+def _thresholds(targets: Targets) -> dict[tuple[str, int], dt.timedelta]:
+    """Each clock's level thresholds, computed once per policy (they are asked for millions of times)."""
+    out = {}
+    for clock, target in (("response", targets.response), ("resolution", targets.resolution)):
+        for level, percent in enumerate((targets.warn_percent, 100, targets.escalate_percent)):
+            out[clock, level] = target * percent / 100
+    return out
 
 
 # The seeds' KPIs (DOMAIN.md: "1小时回复率、24小时解决率") are the normal priority's targets, counted in
@@ -149,10 +158,12 @@ def _advance(
     clocks: dict[str, Clock], targets: Targets, calendar: BusinessCalendar, start: dt.datetime, end: dt.datetime
 ) -> None:
     """Run the clocks that are running over [start, end), noting the levels they cross on the way."""
+    elapsed: dt.timedelta | None = None  # the same for every running clock: computed once
     for name, clock in clocks.items():
         if not clock.running:
             continue
-        elapsed = calendar.business_time_between(start, end)
+        if elapsed is None:
+            elapsed = calendar.business_time_between(start, end)
         if elapsed <= dt.timedelta(0):
             continue
         for level in LEVELS:
@@ -181,7 +192,7 @@ def _finish(
             if level not in clock.crossed:
                 clock.upcoming[level] = calendar.add_business_time(last, threshold - clock.used)
         clock.due_at = clock.crossed.get(1) or clock.upcoming.get(1)
-        clock.used_now = clock.used + calendar.business_time_between(last, max(now, last))
+        clock.used_now = clock.used + _since(calendar, last, now)
         clock.breached = clock.used_now >= clock.target
         # levels whose instant has come are crossed by now
         for level, at in list(clock.upcoming.items()):
@@ -193,6 +204,10 @@ def _finish(
         clock.due_at = None if clock.paused else clock.crossed.get(1)
         if clock.paused:
             clock.upcoming = {}
+
+
+def _since(calendar: BusinessCalendar, last: dt.datetime, now: dt.datetime) -> dt.timedelta:
+    return calendar.business_time_between(last, now) if now > last else dt.timedelta(0)
 
 
 def target_table(rows: Sequence[tuple[str, str, int, int, int, int]]) -> TargetsFor:

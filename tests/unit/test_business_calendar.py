@@ -55,3 +55,26 @@ def test_refuses_naive_times_and_empty_hours() -> None:
         CAL.add_business_time(dt.datetime(2026, 1, 5, 9), dt.timedelta(hours=1))
     with pytest.raises(ValueError):
         WorkingHours(dt.time(18), dt.time(9))
+
+
+def test_prefix_arithmetic_equals_the_day_by_day_walk() -> None:
+    """The prefix sums (what SLA recomputation uses) give exactly what walking the days gives."""
+    import random
+
+    from crm_core.calendar_store import parse_hours
+
+    rng = random.Random(7)
+    tz = ZoneInfo("Asia/Shanghai")
+    calendars = [
+        BusinessCalendar(),
+        BusinessCalendar(
+            hours=parse_hours([["08:30", "12:00"], ["13:30", "21:00"]]), overrides={dt.date(2025, 10, 9): False}
+        ),
+    ]
+    for calendar in calendars:
+        for _ in range(1500):
+            start = dt.datetime(2024, 1, 1, tzinfo=tz) + dt.timedelta(minutes=rng.randrange(0, 3 * 365 * 1440))
+            end = start + dt.timedelta(minutes=rng.randrange(0, 40 * 1440))
+            duration = dt.timedelta(minutes=rng.choice([1, 30, 59, 60, 61, 480, 1440, 2400, rng.randrange(1, 20000)]))
+            assert calendar.business_time_between(start, end) == calendar._between_by_walk(start, end)
+            assert calendar.add_business_time(start, duration) == calendar._add_by_walk(start, duration)
