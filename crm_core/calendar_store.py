@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_core.business_calendar import BusinessCalendar, WorkingHours
 from crm_core.db import Base, insert_for, utcnow
+from crm_core.security.models import OrgUnit
 
 
 class CalendarDay(Base):
@@ -76,6 +77,18 @@ class CalendarStore:
         if cached is None:
             cached = self._cache[team_id] = await load_calendar(session, team_id, self.tz)
         return cached
+
+    async def for_unit_code(self, session: AsyncSession, code: str | None) -> BusinessCalendar:
+        """The calendar of the org unit with this code (e.g. a queue's team); the site's without one."""
+        team_id = None
+        if code:
+            team_id = (await session.execute(select(OrgUnit.id).where(OrgUnit.code == code))).scalar_one_or_none()
+        return await self.for_team(session, team_id)
+
+
+# One store per process: the panel, the CTI engine (callback due times) and the jobs read it; the
+# panel invalidates it after an administrator's change.
+STORE = CalendarStore()
 
 
 async def load_calendar(session: AsyncSession, team_id: int | None, tz: ZoneInfo) -> BusinessCalendar:

@@ -89,7 +89,7 @@ class CtiEngine:
         self.tracker = CallTracker(wrapup_seconds={q: p.wrapup_seconds for q, p in settings.queues.items()})
         self.bus = EventBus()
         self.crm = CrmGateway(sessions)
-        self.calendar = calendar or BusinessCalendar()
+        self.calendar = calendar  # None: the calendar store's (administrator's overrides, team hours)
         self.agents = AgentManager(self.ami, sessions, settings, self.crm)
         self.dialer = Dialer(self.ami, self.agents, self.crm)
         self.screen_pops = ScreenPopper(self.bus, self.crm)

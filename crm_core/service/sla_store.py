@@ -12,15 +12,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, null, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.calendar_store import CalendarStore
+from crm_core.calendar_store import STORE
 from crm_core.db import insert_for, utcnow
 from crm_core.service import sla
 from crm_core.service.models import OPEN_STATES, ServiceRequest, ServiceRequestEvent
 from crm_core.service.sla_models import SlaPolicy, SlaStatus
 
 LOCAL = ZoneInfo("Asia/Shanghai")
-# One store per process (the panel and the jobs); `invalidate` after an administrator's change.
-CALENDARS = CalendarStore()
+CALENDARS = STORE  # the product's one calendar store (crm_core.calendar_store)
 # Only the created and priority events' data (type, priority) matter to the clocks; not decoding the
 # JSON of every other event saved a fifth of a 100,000-request recomputation.
 _DATA_THAT_MATTERS = case(

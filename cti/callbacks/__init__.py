@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_core import calendar_store
 from crm_core.business_calendar import BusinessCalendar
 from crm_core.callbacks.service import MissedCall, close_for_answered_call, open_callback_numbers, record_missed
 from crm_core.db import is_disconnect, read_session, transaction
@@ -45,7 +46,7 @@ class CallbackFeeder:
         sessions: async_sessionmaker[AsyncSession],
         crm: CrmGateway,
         settings: Settings,
-        calendar: BusinessCalendar,
+        calendar: BusinessCalendar | None = None,
         *,
         reload_after: float = 60.0,
     ) -> None:
@@ -59,6 +60,10 @@ class CallbackFeeder:
         # Called after a callback was opened or closed and committed (the panel refreshes its lists
         # then, not on the call event itself, which would race the write).
         self.on_change: Callable[[int], None] | None = None
+
+    def _team_of(self, queue: str | None) -> str | None:
+        policy = self.settings.queues.get(queue) if queue else None
+        return policy.team if policy else None
 
     async def load_open_numbers(self, *, attempts: int | None = None) -> int:
         """(Re)load the numbers with an open callback; returns how many there are. Retries a dropped
@@ -134,7 +139,9 @@ class CallbackFeeder:
 
         async def record() -> int | None:
             async with transaction(self.sessions) as session:
-                return await record_missed(session, missed, self.settings, self.calendar)
+                # The queue's team calendar with the administrator's overrides, unless one was given.
+                calendar = self.calendar or await calendar_store.STORE.for_unit_code(session, self._team_of(queue))
+                return await record_missed(session, missed, self.settings, calendar)
 
         callback_id = await with_db_retry(record, what=f"recording missed call {linkedid}")
         e164 = normalise(number)

@@ -121,3 +121,24 @@ async def test_callbacks_opened_before_start_or_elsewhere_are_still_closed(
     async with sessions() as session:
         rows = (await session.execute(select(Callback.id, Callback.status, Callback.closed_by_linkedid))).all()
     assert sorted(rows) == sorted([(before_start, "closed", "7.2"), (elsewhere, "closed", "7.4")])
+
+
+async def test_the_due_time_follows_the_administrators_calendar(sessions: Sessions, settings: Settings) -> None:
+    """Without a calendar of its own (as in the engine) the feeder reads the calendar store, so a day
+    the administrator closed (here the day of the miss, a Tuesday) moves the due time to the next."""
+    from zoneinfo import ZoneInfo
+
+    from crm_core import calendar_store
+
+    async with transaction(sessions) as session:
+        await calendar_store.set_day(session, dt.date(2026, 11, 24), False, note="盘点")
+    calendar_store.STORE.invalidate()
+    try:
+        feeder = CallbackFeeder(sessions, CrmGateway(sessions), settings)
+        await feeder(abandoned("8.1", "13500135000"))
+        async with sessions() as session:
+            due = (await session.execute(select(Callback.due_at))).scalar_one()
+        # Closed Tuesday: 2 business hours from Wednesday 09:00 (Asia/Shanghai) is 11:00.
+        assert due.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M") == "2026-11-25 11:00"
+    finally:
+        calendar_store.STORE.invalidate()

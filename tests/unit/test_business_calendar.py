@@ -78,3 +78,13 @@ def test_prefix_arithmetic_equals_the_day_by_day_walk() -> None:
             duration = dt.timedelta(minutes=rng.choice([1, 30, 59, 60, 61, 480, 1440, 2400, rng.randrange(1, 20000)]))
             assert calendar.business_time_between(start, end) == calendar._between_by_walk(start, end)
             assert calendar.add_business_time(start, duration) == calendar._add_by_walk(start, duration)
+
+
+def test_the_seeds_thirty_working_day_review_spans_national_day() -> None:
+    from crm_core.members.review import admission_due, review_due
+
+    # Materials complete Fri 2025-09-19: Sept 22–26, 调休 Sun 28, 29, 30 (8 days); Oct 1–8 closed;
+    # Oct 9, 10, 调休 Sat 11 (11); Oct 13–31 (26); Nov 3, 4, 5, 6 → the 30th is Thu 2025-11-06.
+    assert review_due(BusinessCalendar(), dt.date(2025, 9, 19)) == dt.date(2025, 11, 6)
+    closed = BusinessCalendar(overrides={dt.date(2025, 10, 10): False})  # one day closed: one day later
+    assert admission_due(closed, dt.date(2025, 9, 19)) == dt.date(2025, 11, 7)
