@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from crm_core.reports.run import REPORT_NAMES
 from crm_core.settings import Settings
 from recordings.cli import recordings as recordings_cli
 
@@ -245,7 +246,7 @@ def export(settings: Settings, entity: str, fmt: str, output: Path, username: st
 
 
 @main.command("report")
-@click.argument("name", type=click.Choice(["agent-performance", "callback-sla", "heatmap"]))
+@click.argument("name", type=click.Choice(list(REPORT_NAMES)))
 @click.option("--from", "start", help="first local day, YYYY-MM-DD (default: 7 days before --to)")
 @click.option("--to", "end", help="first local day NOT included, YYYY-MM-DD (default: tomorrow)")
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)

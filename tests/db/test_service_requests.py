@@ -317,3 +317,51 @@ async def test_recomputation_after_a_calendar_change_is_exact(desk: Desk) -> Non
         assert team_hours is not None and team_hours.resolution_due_at == at("2025-09-29 17:00")
     finally:
         sla_store.CALENDARS.invalidate()
+
+
+async def test_reports_by_team_type_state_and_sla_attainment(desk: Desk, settings: Settings) -> None:
+    from crm_core.reports.period import Period
+    from crm_core.reports.run import run_report
+
+    day = "2025-10-09 09:00"
+    fast = await desk.create(desk.agent, type="enquiry", now=at(day))  # normal: 1 h / 24 h
+    slow = await desk.create(desk.agent, type="enquiry", now=at(day))
+    other = await desk.create(desk.other_team, type="repair", now=at(day))
+    async with transaction(desk.sessions) as session:
+        await service.change_state(session, desk.agent, fast.id, RequestState.IN_PROGRESS, now=at("2025-10-09 09:30"))
+        await service.add_work_order(session, desk.other_team, other.id, WorkOrderIn(kind="repair"))
+    # 10:45: slow has had no response for 105 min: warned (48), breached (60), escalated (90), once each.
+    fired = await escalation.run_once(desk.sessions, now=at("2025-10-09 10:45"))
+    assert sorted((f.request_id, f.clock, f.level) for f in fired if f.request_id != other.id) == [
+        (slow.id, "response", 0),
+        (slow.id, "response", 1),
+        (slow.id, "response", 2),
+    ]
+    async with transaction(desk.sessions) as session:
+        await service.change_state(
+            session, desk.agent, fast.id, RequestState.RESOLVED, note="ok", now=at("2025-10-09 11:00")
+        )
+        await service.change_state(session, desk.agent, slow.id, RequestState.IN_PROGRESS, now=at("2025-10-09 11:00"))
+        await service.change_state(
+            session, desk.agent, slow.id, RequestState.WAITING_CUSTOMER, now=at("2025-10-09 11:30")
+        )
+    period = Period(dt.date(2025, 10, 9), dt.date(2025, 10, 10), "Asia/Shanghai")
+    async with transaction(desk.sessions) as session:
+        requests = await run_report(session, desk.admin, settings, "service-requests", period)
+        sla = await run_report(session, desk.admin, settings, "service-sla", period)
+        team_only = await run_report(session, desk.lead, settings, "service-requests", period)
+    by_team = {(r["team"], r["type"]): r for r in requests.rows}
+    assert {k: by_team["310", "enquiry"][k] for k in ("created", "open", "waiting", "resolved", "work_orders")} == {
+        "created": 2,
+        "open": 0,
+        "waiting": 1,
+        "resolved": 1,
+        "work_orders": 0,
+    }
+    assert by_team["320", "repair"]["open"] == 1 and by_team["320", "repair"]["work_orders"] == 1
+    assert [r["team"] for r in team_only.rows] == ["310"]  # the team lead sees their team only
+    enquiries = next(r for r in sla.rows if r["team"] == "310")
+    # fast answered in 30 min (met), slow after 2 h (missed): 50 %; fast resolved in 2 h (met): 100 %.
+    assert (enquiries["response_met"], enquiries["response_pct"]) == (1, 50.0)
+    assert (enquiries["resolution_met"], enquiries["resolution_pct"]) == (1, 100.0)
+    assert (enquiries["warnings"], enquiries["breaches"], enquiries["escalations"]) == (1, 1, 1)
