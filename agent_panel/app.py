@@ -21,6 +21,7 @@ from agent_panel.routes import api, ops, pages
 from agent_panel.routes import calls as call_routes
 from agent_panel.routes import kb as kb_routes
 from agent_panel.routes import loyalty as loyalty_routes
+from agent_panel.routes import messaging as messaging_routes
 from agent_panel.routes import recordings as recording_routes
 from agent_panel.routes import reports as report_routes
 from agent_panel.routes import service as service_routes
@@ -80,6 +81,7 @@ def create_app(
     loyalty_routes.setup(app)
     service_routes.setup(app)
     kb_routes.setup(app)
+    messaging_routes.setup(app)
     app.router.add_static("/static/", STATIC, append_version=True)
     app.cleanup_ctx.append(_run_hub)
     if start_engine:

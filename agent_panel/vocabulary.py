@@ -146,4 +146,15 @@ VALUES: tuple[str, ...] = (
     N_("rejected"),
     N_("superseded"),
     N_("archived"),
+    # crm_core/messaging/models.py: channels, kinds and message states
+    N_("sms"),
+    N_("email"),
+    N_("service"),
+    N_("marketing"),
+    N_("queued"),
+    N_("sending"),
+    N_("sent"),
+    N_("skipped"),
+    N_("delivered"),
+    N_("undelivered"),
 )

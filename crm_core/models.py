@@ -9,6 +9,7 @@ from crm_core.db import Base
 from crm_core.kb import models as kb_models
 from crm_core.loyalty import models as loyalty_models
 from crm_core.members import models as members_models
+from crm_core.messaging import models as messaging_models
 from crm_core.security import models as security_models
 from crm_core.service import models as service_models
 from crm_core.service import sla_models
@@ -22,6 +23,7 @@ __all__ = [
     "kb_models",
     "loyalty_models",
     "members_models",
+    "messaging_models",
     "notifications",
     "qa_models",
     "recording_models",

@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     service_return_visit_days: int = Field(default=3, ge=0, le=60)
     sla_check_seconds: float = Field(default=60.0, gt=0)
 
+    # Messages: e-mail over SMTP (the password from the environment only); SMS through the outbox
+    # provider until a carrier is configured. Failed sends retry with backoff, then end `failed`.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_security: str = Field(default="starttls", pattern="^(none|starttls|tls)$")
+    mail_from: str = "member-cti <noreply@localhost>"
+    message_max_attempts: int = Field(default=5, ge=1)
+    message_retry_seconds: float = Field(default=30.0, gt=0)
+
     # Loyalty: redemptions of more points than this (or for a flagged member) need a second person.
     loyalty_redemption_approval_points: int = Field(default=1_000, ge=0)
     # Suspicious-activity flags (crm_core/loyalty/fraud.py; `cti loyalty-flags`).
