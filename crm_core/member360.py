@@ -29,6 +29,7 @@ from crm_core.security.models import OrgUnit
 from crm_core.security.policy import Principal, apply_field_policy, in_scope
 from crm_core.service.models import OPEN_STATES, ServiceRequest
 from crm_core.service.sla_models import SlaStatus
+from crm_core.survey.models import SurveyResponse
 
 SectionRead = Callable[[AsyncSession, Member], Awaitable[Any]]
 SectionShow = Callable[[Principal, Any], Any]
@@ -358,3 +359,28 @@ def _show_requests(principal: Principal, data: dict[str, Any]) -> dict[str, Any]
 
 
 register_section("service", _read_requests, _show_requests)
+
+
+# The member's latest post-call survey answers (电话服务评价): how the caller rated recent calls.
+RECENT_SURVEYS = 5
+_SURVEYS = (
+    select(SurveyResponse.score, SurveyResponse.answered_at, SurveyResponse.linkedid, SurveyResponse.agent_endpoint)
+    .where(SurveyResponse.member_id == _MEMBER_ID, SurveyResponse.question == 1)
+    .order_by(SurveyResponse.answered_at.desc(), SurveyResponse.id.desc())
+    .limit(RECENT_SURVEYS)
+)
+
+
+async def _read_surveys(session: AsyncSession, member: Member) -> list[dict[str, Any]]:
+    rows = await session.execute(_SURVEYS, {"member_id": member.id})
+    return [
+        {"score": int(score), "answered_at": at.isoformat(), "linkedid": linkedid, "agent": agent}
+        for score, at, linkedid, agent in rows.all()
+    ]
+
+
+def _show_surveys(principal: Principal, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [apply_field_policy(principal, "survey", r) for r in rows]
+
+
+register_section("surveys", _read_surveys, _show_surveys)

@@ -13,6 +13,7 @@ from crm_core.messaging import models as messaging_models
 from crm_core.security import models as security_models
 from crm_core.service import models as service_models
 from crm_core.service import sla_models
+from crm_core.survey import models as survey_models
 
 __all__ = [
     "Base",
@@ -30,4 +31,5 @@ __all__ = [
     "security_models",
     "service_models",
     "sla_models",
+    "survey_models",
 ]

@@ -41,6 +41,9 @@ from cti.crm import CrmGateway
 from cti.dialer import Dialer
 from cti.retry import with_db_retry
 from cti.screenpop import ScreenPopper
+from cti.survey import USER_EVENT as SURVEY_EVENT
+from cti.survey import SurveyAnswered, SurveyRecorder
+from cti.survey import parse as parse_survey
 from cti.wallboard import Wallboard
 from cti.wallboard_seed import seed_board
 from recordings.jobs import enqueue_recording
@@ -96,6 +99,7 @@ class CtiEngine:
         self.call_log = CallLogWriter(sessions, self.crm, settings.pbx_name)
         self.callbacks = CallbackFeeder(sessions, self.crm, settings, self.calendar)
         self.recordings = RecordingWorker(settings, sessions)
+        self.surveys = SurveyRecorder(sessions, settings.pbx_name)
         self.retention = RetentionSchedule(settings, sessions)
         # Fed inline by publish(): O(1) per event, so it never lags the tracker (docs/KPIS.md).
         self.wallboard = Wallboard(settings.queues, settings.timezone, now=clock())
@@ -130,6 +134,7 @@ class CtiEngine:
         bus.subscribe(self.callbacks, (CallAbandoned, CallMissed, CallEnded), name="callbacks", overflow="block")
         bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
         bus.subscribe(self.queue_recording, (CallEnded,), name="recordings", overflow="block")
+        bus.subscribe(self.surveys, (SurveyAnswered,), name="surveys", overflow="block")
         # CallOffered starts the caller read before any agent rings; answered or ended calls stop it.
         bus.subscribe(
             self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", maxsize=10_000
@@ -188,6 +193,11 @@ class CtiEngine:
             self._held.append(msg)
             return
         self.events_fed += 1
+        if msg.get("UserEvent") == SURVEY_EVENT:  # the post-call survey's answer (cti/survey.py)
+            answer = parse_survey(msg, self.clock())
+            if answer is not None:
+                self.bus.publish(answer)
+            return
         self.publish(self.tracker.feed(msg, self.clock()))
 
     def publish(self, events: list[DomainEvent]) -> None:

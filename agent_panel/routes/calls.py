@@ -41,6 +41,7 @@ from crm_core.calllog.review import (
 from crm_core.calllog.timeline import CallDetail, call_detail
 from crm_core.db import read_session, transaction
 from crm_core.security.policy import PermissionDenied, Role
+from crm_core.survey import service as surveys
 
 log = logging.getLogger(__name__)
 # Query parameters that are not filters.
@@ -270,7 +271,7 @@ async def _send_file(response: web.StreamResponse, path: Path) -> None:
 
 # ---------------------------------------------------------------------------- the detail
 async def _detail(request: web.Request) -> tuple[CallDetail, list[dict[str, Any]], list[dict[str, Any]]]:
-    """The call, its reviews and the active criteria; 404 when not visible."""
+    """The call (with its survey scores), its reviews and the active criteria; 404 when not visible."""
     call_id = int(request.match_info["call_id"])
     async with transaction(request.app[SESSIONS]) as session:  # may seed the default criteria
         detail = await call_detail(session, session_of(request).principal, call_id)
@@ -278,6 +279,9 @@ async def _detail(request: web.Request) -> tuple[CallDetail, list[dict[str, Any]
             raise Problem(problem(404, "call not found"))
         reviews = await qa.reviews_for_call(session, call_id)
         criteria = await qa.list_criteria(session)
+        detail.call["survey"] = await surveys.scores_of_call(
+            session, request.app[SETTINGS].pbx_name, str(detail.call["linkedid"])
+        )
     return detail, reviews, criteria
 
 

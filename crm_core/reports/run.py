@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import make_engine, make_sessionmaker, read_session
-from crm_core.reports import agent_performance, callback_sla, export, heatmap, service_desk
+from crm_core.reports import agent_performance, callback_sla, export, heatmap, service_desk, survey_scores
 from crm_core.reports.period import Period
 from crm_core.reports.scope import visible_queues
 from crm_core.reports.table import ReportTable
@@ -23,7 +23,7 @@ from crm_core.security.policy import PermissionDenied, Principal
 from crm_core.security.service import principal_by_username
 from crm_core.settings import Settings
 
-ReportName = Literal["agent-performance", "callback-sla", "heatmap", "service-requests", "service-sla"]
+ReportName = Literal["agent-performance", "callback-sla", "heatmap", "service-requests", "service-sla", "survey-scores"]
 REPORT_NAMES: tuple[str, ...] = get_args(ReportName)
 
 
@@ -55,6 +55,8 @@ async def run_report(
             return await service_desk.service_requests(session, principal, period)
         if name == service_desk.SLA:
             return await service_desk.service_sla(session, principal, period)
+        if name == survey_scores.NAME:
+            return await survey_scores.survey_scores(session, period, queues=queues, queue=queue)
         if name == callback_sla.NAME:
             return await callback_sla.callback_sla(session, period, queues=queues, queue=queue, now=now)
         return await heatmap.heatmap(session, period, shape=shape, queues=queues, queue=queue, policies=settings.queues)
