@@ -214,3 +214,23 @@ def test_mobile_permutation_is_a_bijection() -> None:
     assert sorted(permutation(i) for i in range(10_007)) == list(range(10_007))
     blocks = demo.mobile_blocks()
     assert len(set(blocks)) == len(blocks)  # one position per block, or two members could share a mobile
+
+
+async def test_demo_service_desk_content_is_added_once(sessions: Sessions, settings: Settings) -> None:
+    from crm_core.demo_service import seed_service_desk
+    from crm_core.kb import service as kb
+    from crm_core.messaging.models import MessageTemplate
+    from crm_core.security.service import principal_by_username
+    from crm_core.service.models import ServiceRequest
+
+    await demo.ensure_demo_users(settings)
+    await demo.generate_demo_members(settings, 5, seed=1, progress=False)
+    assert await seed_service_desk(sessions)
+    assert not await seed_service_desk(sessions)
+    async with sessions() as session:
+        agent = await principal_by_username(session, "agent1")
+        found = await kb.search_articles(session, agent, "积分有效期")
+        requests = (await session.execute(select(func.count()).select_from(ServiceRequest))).scalar_one()
+        templates = (await session.execute(select(func.count()).select_from(MessageTemplate))).scalar_one()
+    assert found and found[0]["title"] == "积分规则与有效期"
+    assert (requests, templates) == (3, 2)
