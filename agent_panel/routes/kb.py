@@ -4,14 +4,14 @@ partials), and the JSON API for authors and reviewers (crm_core.kb.service decid
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from sqlalchemy import select
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS
+from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core.db import read_session, transaction
@@ -19,7 +19,6 @@ from crm_core.kb import segment
 from crm_core.kb import service as kb
 from crm_core.security.models import User
 
-M = TypeVar("M", bound=BaseModel)
 ARTICLE = "/api/v1/kb/articles/{article_id:\\d+}"
 
 
@@ -45,10 +44,6 @@ async def _load_dictionary(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
 class CategoryIn(Strict):
     name: str = Field(min_length=1, max_length=50)
     parent_id: int | None = None
@@ -68,17 +63,6 @@ class EditIn(Strict):
 
 class NoteIn(Strict):
     note: str | None = Field(default=None, max_length=500)
-
-
-async def _parse(request: web.Request, model: type[M]) -> M | web.Response:
-    try:
-        payload = await request.json() if request.can_read_body else {}
-    except ValueError:
-        return problem(400, "invalid request", "the body must be JSON")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        return problem(400, "invalid request", errors=exc.errors(include_url=False, include_input=False))
 
 
 def _refusal(exc: kb.KbError) -> web.Response:
@@ -112,7 +96,7 @@ async def categories_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def category_create_api(request: web.Request) -> web.Response:
-    data = await _parse(request, CategoryIn)
+    data = await parse_body(request, CategoryIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -126,7 +110,7 @@ async def category_create_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def article_create_api(request: web.Request) -> web.Response:
-    data = await _parse(request, ArticleIn)
+    data = await parse_body(request, ArticleIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -157,7 +141,7 @@ async def article_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def article_edit_api(request: web.Request) -> web.Response:
-    data = await _parse(request, EditIn)
+    data = await parse_body(request, EditIn)
     if isinstance(data, web.Response):
         return data
     article_id = int(request.match_info["article_id"])
@@ -174,7 +158,7 @@ async def article_edit_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def article_action_api(request: web.Request) -> web.Response:
-    data = await _parse(request, NoteIn)
+    data = await parse_body(request, NoteIn)
     if isinstance(data, web.Response):
         return data
     principal = session_of(request).principal

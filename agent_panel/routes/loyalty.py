@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
+from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core.db import read_session, transaction, utcnow
@@ -41,7 +42,6 @@ from crm_core.security.policy import Principal, Role, apply_field_policy
 REQUESTERS = (Role.AGENT, Role.SUPERVISOR, Role.CRM_STAFF, Role.ADMIN)
 APPROVERS = (Role.CRM_STAFF, Role.ADMIN)
 EXPIRING_DAYS = (30, 90)
-M = TypeVar("M", bound=BaseModel)
 
 
 def setup(app: web.Application) -> None:
@@ -65,10 +65,6 @@ def setup(app: web.Application) -> None:
     r.add_get("/loyalty/liability", liability_page)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
 class RedemptionIn(Strict):
     item_code: str = Field(min_length=1, max_length=32)
     quantity: int = Field(default=1, ge=1, le=100)
@@ -81,17 +77,6 @@ class DecisionIn(Strict):
 class VoucherIn(Strict):
     code: str = Field(min_length=1, max_length=40)
     merchant: str = Field(min_length=1, max_length=32)
-
-
-async def _parse(request: web.Request, model: type[M]) -> M | web.Response:
-    try:
-        payload = await request.json() if request.can_read_body else {}
-    except ValueError:
-        return problem(400, "invalid request", "the body must be JSON")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        return problem(400, "invalid request", errors=exc.errors(include_url=False, include_input=False))
 
 
 def _refusal(exc: LoyaltyError | MemberNotFound) -> web.Response:
@@ -172,7 +157,7 @@ async def redemption_request(request: web.Request) -> web.Response:
     """An agent (for the caller) or staff asks for a gift or voucher; small ones complete at once."""
     principal = session_of(request).principal
     member_id = int(request.match_info["member_id"])
-    data = await _parse(request, RedemptionIn)
+    data = await parse_body(request, RedemptionIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -221,7 +206,7 @@ async def redemption_decide(request: web.Request) -> web.Response:
     principal = session_of(request).principal
     redemption_id = int(request.match_info["redemption_id"])
     action: Literal["approve", "reject", "cancel"] = request.match_info["action"]  # type: ignore[assignment]
-    data = await _parse(request, DecisionIn)
+    data = await parse_body(request, DecisionIn)
     if isinstance(data, web.Response):
         return data
     now = utcnow()
@@ -255,7 +240,7 @@ def _missing(redemption_id: int) -> Redemption:
 @allow(*APPROVERS)
 async def voucher_check(request: web.Request) -> web.Response:
     """Merchant desk: verify a voucher, or redeem it exactly once; every attempt is logged."""
-    data = await _parse(request, VoucherIn)
+    data = await parse_body(request, VoucherIn)
     if isinstance(data, web.Response):
         return data
     act = vouchers.verify if request.match_info["action"] == "verify" else vouchers.redeem

@@ -7,14 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Literal, TypeVar
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from sqlalchemy import select
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
+from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core.db import read_session, transaction
@@ -25,7 +26,6 @@ from crm_core.messaging.models import Message, MessageTemplate
 from crm_core.security.policy import Role
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
 LOG_READERS = (Role.SUPERVISOR, Role.CRM_STAFF, Role.ADMIN)
 
 
@@ -39,10 +39,6 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/members/{member_id:\\d+}/opt-out", opt_out_api)
     r.add_get("/messages", messages_page)
     app.cleanup_ctx.append(_delivery_loop)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class TemplateIn(Strict):
@@ -69,17 +65,6 @@ class OptOutIn(Strict):
     channel: Literal["sms", "email"]
     scope: Literal["marketing", "all"] | None
     reason: str = Field(default="", max_length=200)
-
-
-async def _parse(request: web.Request, model: type[M]) -> M | web.Response:
-    try:
-        payload = await request.json() if request.can_read_body else {}
-    except ValueError:
-        return problem(400, "invalid request", "the body must be JSON")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        return problem(400, "invalid request", errors=exc.errors(include_url=False, include_input=False))
 
 
 def _refusal(exc: Exception) -> web.Response:
@@ -112,7 +97,7 @@ async def templates_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def template_save_api(request: web.Request) -> web.Response:
-    data = await _parse(request, TemplateIn)
+    data = await parse_body(request, TemplateIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -127,7 +112,7 @@ async def template_save_api(request: web.Request) -> web.Response:
 @allow(*ALL_ROLES)
 async def preview_api(request: web.Request) -> web.Response:
     """What the member would get, with the fields that are missing (then sending is refused)."""
-    data = await _parse(request, PreviewIn)
+    data = await parse_body(request, PreviewIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -156,7 +141,7 @@ async def preview_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def send_api(request: web.Request) -> web.Response:
-    data = await _parse(request, SendIn)
+    data = await parse_body(request, SendIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -192,7 +177,7 @@ async def log_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def opt_out_api(request: web.Request) -> web.Response:
-    data = await _parse(request, OptOutIn)
+    data = await parse_body(request, OptOutIn)
     if isinstance(data, web.Response):
         return data
     try:

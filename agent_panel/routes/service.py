@@ -13,14 +13,15 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import HUB, SESSIONS, SETTINGS
+from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core import calendar_store, notifications
@@ -35,7 +36,6 @@ from crm_core.service.schemas import RequestIn, WorkOrderIn
 from crm_core.service.sla_models import SlaPolicy
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
 ADMINS = (Role.ADMIN,)
 REQUEST = "/api/v1/service/requests/{request_id:\\d+}"
 
@@ -60,10 +60,6 @@ def setup(app: web.Application) -> None:
     r.add_get("/service/{request_id:\\d+}", detail_page)
     r.add_get("/service/admin", admin_page)
     app.cleanup_ctx.append(_escalation_loop)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class StateIn(Strict):
@@ -132,17 +128,6 @@ class PolicyIn(Strict):
     escalate_percent: int = Field(default=150, gt=100, le=1_000)
 
 
-async def _parse(request: web.Request, model: type[M]) -> M | web.Response:
-    try:
-        payload = await request.json() if request.can_read_body else {}
-    except ValueError:
-        return problem(400, "invalid request", "the body must be JSON")
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        return problem(400, "invalid request", errors=exc.errors(include_url=False, include_input=False))
-
-
 def _refusal(exc: Exception) -> web.Response:
     if isinstance(exc, ServiceError):
         titles = {404: "not found", 403: "not allowed", 409: "conflict"}
@@ -189,7 +174,7 @@ async def list_api(request: web.Request) -> web.Response:
 async def create_api(request: web.Request) -> web.Response:
     """From a call (call_id, phone, member from the pop), a member page, or by hand."""
     principal = session_of(request).principal
-    data = await _parse(request, RequestIn)
+    data = await parse_body(request, RequestIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -227,7 +212,7 @@ async def act_api(request: web.Request) -> web.Response:
         "merge": MergeIn,
         "priority": PriorityIn,
     }
-    data = await _parse(request, models[action])
+    data = await parse_body(request, models[action])
     if isinstance(data, web.Response):
         return data
     settings = request.app[SETTINGS]
@@ -278,7 +263,7 @@ async def act_api(request: web.Request) -> web.Response:
 @allow(*ALL_ROLES)
 async def work_order_api(request: web.Request) -> web.Response:
     principal = session_of(request).principal
-    data = await _parse(request, WorkOrderIn)
+    data = await parse_body(request, WorkOrderIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -293,7 +278,7 @@ async def work_order_api(request: web.Request) -> web.Response:
 @allow(*ALL_ROLES)
 async def work_order_state_api(request: web.Request) -> web.Response:
     principal = session_of(request).principal
-    data = await _parse(request, WorkOrderStateIn)
+    data = await parse_body(request, WorkOrderStateIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -315,7 +300,7 @@ async def work_order_state_api(request: web.Request) -> web.Response:
 @allow(*ALL_ROLES)
 async def return_visit_api(request: web.Request) -> web.Response:
     principal = session_of(request).principal
-    data = await _parse(request, ReturnVisitIn)
+    data = await parse_body(request, ReturnVisitIn)
     if isinstance(data, web.Response):
         return data
     try:
@@ -345,7 +330,7 @@ async def notifications_api(request: web.Request) -> web.Response:
 
 @allow(*ALL_ROLES)
 async def notifications_read_api(request: web.Request) -> web.Response:
-    data = await _parse(request, ReadIn)
+    data = await parse_body(request, ReadIn)
     if isinstance(data, web.Response):
         return data
     async with transaction(request.app[SESSIONS]) as session:
@@ -377,7 +362,7 @@ async def calendar_api(request: web.Request) -> web.Response:
 
 @allow(*ADMINS)
 async def calendar_day_api(request: web.Request) -> web.Response:
-    data = await _parse(request, DayIn)
+    data = await parse_body(request, DayIn)
     if isinstance(data, web.Response):
         return data
     async with transaction(request.app[SESSIONS]) as session:
@@ -388,7 +373,7 @@ async def calendar_day_api(request: web.Request) -> web.Response:
 
 @allow(*ADMINS)
 async def team_hours_api(request: web.Request) -> web.Response:
-    data = await _parse(request, HoursIn)
+    data = await parse_body(request, HoursIn)
     if isinstance(data, web.Response):
         return data
     spans = [list(span) for span in data.hours]
@@ -425,7 +410,7 @@ async def policies_api(request: web.Request) -> web.Response:
 
 @allow(*ADMINS)
 async def policy_set_api(request: web.Request) -> web.Response:
-    data = await _parse(request, PolicyIn)
+    data = await parse_body(request, PolicyIn)
     if isinstance(data, web.Response):
         return data
     async with transaction(request.app[SESSIONS]) as session:

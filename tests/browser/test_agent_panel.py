@@ -24,8 +24,9 @@ from crm_core.callbacks.models import Callback
 from crm_core.calllog.models import Call
 from crm_core.calllog.recording_models import Recording, RecordingAccess
 from crm_core.comms.models import CommunicationRecord
-from crm_core.db import read_session
+from crm_core.db import read_session, transaction
 from crm_core.security.models import User
+from crm_core.security.policy import DataScope, Principal, Role
 from tests.browser.chromium import launch
 from tests.browser.conftest import Stack
 from tests.db import factories
@@ -462,3 +463,42 @@ async def test_pci_pause_is_silent_in_the_recording_and_the_supervisor_plays_it(
         )
         sup = (await session.execute(select(User).where(User.username == "sup1"))).scalar_one()
     assert [(r.action, r.user_id) for r in rows] == [("play", sup.id)]
+
+
+async def test_during_a_call_the_agent_opens_a_service_request_and_searches_the_knowledge_base(
+    stack: Stack, agent: Page, customer: BaresipPhone, member_id: int
+) -> None:
+    """One click from the pop: the request carries the call, the caller's number and the member; the
+    workspace's knowledge-base search finds a published article by a Chinese word while on the call."""
+    from crm_core.kb import service as kb
+    from crm_core.service.models import ServiceRequest
+
+    editor = Principal(user_id=0, username="kb-editor", role=Role.ADMIN, scope=DataScope.ALL)
+    async with transaction(stack.sessions) as session:
+        category = await kb.add_category(session, editor, "积分规则")
+        article = await kb.create_article(
+            session, editor, category_id=category.id, title="积分有效期", body="会员积分有效期为一年，年底清零。"
+        )
+        await kb.submit(session, editor, article.id)
+        await kb.review(session, editor, article.id, approve=True)  # user 0: no author recorded to clash with
+
+    linkedid = await _answered_call(stack, agent, customer)
+    await expect(agent.locator("#pop .member-card h2")).to_contain_text("王芳")
+    form = agent.locator("#pop-service-form")
+    await form.locator("select[name=type]").select_option("complaint")
+    await form.locator("input[name=subject]").fill("积分未到账")
+    await form.locator("button[type=submit]").click()
+    await expect(form).to_have_attribute("data-created", re.compile(r"^SR\d+"), timeout=5_000)
+
+    await agent.fill("#kb-search", "会员积分")
+    await expect(agent.locator("#kb-results")).to_contain_text("积分有效期", timeout=5_000)
+    await agent.locator("#kb-results a").first.click()
+    await expect(agent.locator("#kb-article")).to_contain_text("年底清零", timeout=5_000)
+    await agent.screenshot(path=stack.screenshot_path("9-service-request-and-kb"), full_page=True)
+    await customer.hangup()
+    await _save_wrapup(agent)
+
+    async with read_session(stack.sessions) as session:
+        request = (await session.execute(select(ServiceRequest).where(ServiceRequest.call_id == linkedid))).scalar_one()
+    assert request.member_id == member_id and request.phone_e164 == "+86" + MEMBER_NUMBER
+    assert request.type == "complaint" and request.priority in ("high", "urgent") and request.subject == "积分未到账"
