@@ -451,11 +451,13 @@ async def queue_page(request: web.Request) -> web.Response:
         filters["open_only"] = True
     async with read_session(request.app[SESSIONS]) as session:
         rows = await service.list_requests(session, principal, **filters)
+        unread = await notifications.list_for(session, principal.user_id, unread_only=True, limit=20)
     return render(
         request,
         "service_queue.html",
         {
             "rows": rows,
+            "notifications": unread,
             "query": request.query,
             "teams": await _teams(request),
             "users": await _users(request),

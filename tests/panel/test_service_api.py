@@ -117,6 +117,8 @@ async def test_notifications_and_admin_calendar(panel: Panel) -> None:
         await escalation.run_once(sessions, now=created + dt.timedelta(days=30))
         inbox = await (await client.get("/api/v1/notifications?unread=1")).json()
         assert inbox["unread"] >= 1 and all(n["link"] == f"/service/{rid}" for n in inbox["notifications"])
+        listed = await (await client.get("/service")).text()
+        assert 'id="notifications"' in listed and inbox["notifications"][0]["title"] in listed
         marked = await (await client.post("/api/v1/notifications/read", json={}, headers=h)).json()
         assert marked["marked"] == inbox["unread"]
         assert (await client.get("/api/v1/calendar")).status == 403
