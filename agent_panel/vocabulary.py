@@ -157,4 +157,7 @@ VALUES: tuple[str, ...] = (
     N_("skipped"),
     N_("delivered"),
     N_("undelivered"),
+    # crm_core/loyalty/adjustments.py: manual adjustment kinds
+    N_("grant"),
+    N_("deduct"),
 )

@@ -7,6 +7,7 @@ from crm_core.calllog import qa_models, recording_models
 from crm_core.comms import models as comms_models
 from crm_core.db import Base
 from crm_core.kb import models as kb_models
+from crm_core.loyalty import adjustments as loyalty_adjustments
 from crm_core.loyalty import models as loyalty_models
 from crm_core.members import models as members_models
 from crm_core.messaging import models as messaging_models
@@ -22,6 +23,7 @@ __all__ = [
     "calllog_models",
     "comms_models",
     "kb_models",
+    "loyalty_adjustments",
     "loyalty_models",
     "members_models",
     "messaging_models",

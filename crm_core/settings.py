@@ -91,6 +91,8 @@ class Settings(BaseSettings):
 
     # Loyalty: redemptions of more points than this (or for a flagged member) need a second person.
     loyalty_redemption_approval_points: int = Field(default=1_000, ge=0)
+    # Manual grants and deductions of more points than this need a second person too.
+    loyalty_manual_approval_points: int = Field(default=1_000, ge=0)
     # Suspicious-activity flags (crm_core/loyalty/fraud.py; `cti loyalty-flags`).
     loyalty_flag_redemptions_per_day: int = Field(default=3, ge=1)
     loyalty_flag_grant_points: int = Field(default=5_000, ge=1)

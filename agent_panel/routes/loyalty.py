@@ -20,6 +20,7 @@ from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
 from crm_core.db import read_session, transaction, utcnow
+from crm_core.loyalty import adjustments as adjustments_service
 from crm_core.loyalty import fraud, history, ledger, liability, redemption, tiers, vouchers
 from crm_core.loyalty.errors import (
     InsufficientPoints,
@@ -63,6 +64,11 @@ def setup(app: web.Application) -> None:
     r.add_get("/loyalty/flags", flags_page)
     r.add_post("/loyalty/flags/run", flags_run_form)
     r.add_get("/loyalty/liability", liability_page)
+    # manual grants and deductions: booked at once up to the threshold, above it by a second person
+    r.add_post("/api/v1/members/{member_id:\\d+}/points/adjustments", adjustment_request)
+    r.add_get("/api/v1/loyalty/adjustments", adjustment_queue)
+    r.add_post("/api/v1/loyalty/adjustments/{adjustment_id:\\d+}/{action:approve|reject}", adjustment_decide)
+    r.add_post("/loyalty/adjustments/{adjustment_id:\\d+}/{action:approve|reject}", adjustment_form)
 
 
 class RedemptionIn(Strict):
@@ -72,6 +78,14 @@ class RedemptionIn(Strict):
 
 class DecisionIn(Strict):
     note: str | None = Field(default=None, max_length=200)
+
+
+class AdjustmentIn(Strict):
+    kind: Literal["grant", "deduct"]
+    points: int = Field(gt=0, le=10_000_000)
+    reason: str = Field(min_length=1, max_length=200)
+    expires_at: dt.datetime | None = None  # grants: required unless never_expires
+    never_expires: bool = False
 
 
 class VoucherIn(Strict):
@@ -90,7 +104,7 @@ def _refusal(exc: LoyaltyError | MemberNotFound) -> web.Response:
             return problem(409, "insufficient points", str(exc))
         case OutOfStock():
             return problem(409, "out of stock", str(exc))
-        case RedemptionAlreadyDecided():
+        case RedemptionAlreadyDecided() | adjustments_service.AdjustmentDecided():
             return problem(409, "already decided", str(exc))
         case SameApprover():
             return problem(403, "a second person must approve", str(exc))
@@ -405,11 +419,18 @@ async def approvals_page(request: web.Request) -> web.Response:
     principal = session_of(request).principal
     async with read_session(request.app[SESSIONS]) as session:
         waiting = await history.queue(session)
-    rows = [
-        {**_queued(principal, row), "item": item, "member": apply_field_policy(principal, "member", {"name": name})}
-        for row, item, name in waiting
-    ]
-    return render(request, "loyalty_approvals.html", {"rows": rows, "error": request.query.get("error")})
+        rows = [
+            {**_queued(principal, row), "item": item, "member": apply_field_policy(principal, "member", {"name": name})}
+            for row, item, name in waiting
+        ]
+        adjustments = await adjustments_service.awaiting(session)
+    for row in adjustments:
+        row["yours"] = row["requested_by"] == principal.user_id
+    return render(
+        request,
+        "loyalty_approvals.html",
+        {"rows": rows, "adjustments": adjustments, "error": request.query.get("error")},
+    )
 
 
 @allow(*APPROVERS)
@@ -425,6 +446,76 @@ async def approval_form(request: web.Request) -> web.Response:
                 await redemption.approve(session, redemption_id, who=principal, now=now)
             else:
                 await redemption.reject(session, redemption_id, who=principal, now=now)
+    except (LoyaltyError, MemberNotFound) as exc:
+        error = "same" if isinstance(exc, SameApprover) else "refused"
+        raise web.HTTPSeeOther(f"/loyalty/approvals?error={error}") from exc
+    raise web.HTTPSeeOther("/loyalty/approvals")
+
+
+# -------------------------------------------------------------------------------- manual adjustments
+@allow(*APPROVERS)
+async def adjustment_request(request: web.Request) -> web.Response:
+    """A grant needs an expiry (or never_expires); above the threshold it waits for a second person."""
+    principal = session_of(request).principal
+    member_id = int(request.match_info["member_id"])
+    data = await parse_body(request, AdjustmentIn)
+    if isinstance(data, web.Response):
+        return data
+    if data.kind == "grant" and data.expires_at is None and not data.never_expires:
+        return problem(400, "invalid request", "a grant needs expires_at (or never_expires: true)")
+    if data.expires_at is not None and data.expires_at.tzinfo is None:
+        return problem(400, "invalid request", "expires_at needs a time zone offset")
+    try:
+        async with transaction(request.app[SESSIONS]) as session:
+            await load_member(session, principal, member_id)
+            made = await adjustments_service.request_adjustment(
+                session,
+                principal,
+                member_id,
+                kind=data.kind,
+                points=data.points,
+                reason=data.reason,
+                expires_at=data.expires_at,
+                threshold=request.app[SETTINGS].loyalty_manual_approval_points,
+            )
+            body = {"id": made.id, "state": made.state, "kind": made.kind, "points": made.points}
+    except (LoyaltyError, MemberNotFound) as exc:
+        return _refusal(exc)
+    return web.json_response(body, status=201 if body["state"] == "booked" else 202)
+
+
+@allow(*APPROVERS)
+async def adjustment_queue(request: web.Request) -> web.Response:
+    async with read_session(request.app[SESSIONS]) as session:
+        return web.json_response({"adjustments": await adjustments_service.awaiting(session)})
+
+
+async def _decide_adjustment(request: web.Request) -> None:
+    principal = session_of(request).principal
+    adjustment_id = int(request.match_info["adjustment_id"])
+    async with transaction(request.app[SESSIONS]) as session:
+        found = await session.get(adjustments_service.Adjustment, adjustment_id)
+        if found is None:
+            raise adjustments_service.AdjustmentDecided(f"no adjustment {adjustment_id}")
+        await load_member(session, principal, found.member_id)
+        await adjustments_service.decide(
+            session, principal, adjustment_id, approve=request.match_info["action"] == "approve"
+        )
+
+
+@allow(*APPROVERS)
+async def adjustment_decide(request: web.Request) -> web.Response:
+    try:
+        await _decide_adjustment(request)
+    except (LoyaltyError, MemberNotFound) as exc:
+        return _refusal(exc)
+    return web.json_response({"id": int(request.match_info["adjustment_id"]), "decided": request.match_info["action"]})
+
+
+@allow(*APPROVERS)
+async def adjustment_form(request: web.Request) -> web.Response:
+    try:
+        await _decide_adjustment(request)
     except (LoyaltyError, MemberNotFound) as exc:
         error = "same" if isinstance(exc, SameApprover) else "refused"
         raise web.HTTPSeeOther(f"/loyalty/approvals?error={error}") from exc

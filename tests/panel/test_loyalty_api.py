@@ -120,3 +120,42 @@ async def test_merchant_desk_verifies_then_redeems_a_voucher_once(
         typo = code[:-1] + ("0" if code[-1] != "0" else "1")
         mistyped = await post(desk, csrf, "/api/v1/vouchers/verify", {"code": typo, "merchant": "M-A"})
         assert mistyped.status == 422
+
+
+async def test_manual_adjustments_need_a_second_person_above_the_threshold(panel: Panel, settings: Settings) -> None:
+    from agent_panel.keys import SESSIONS
+
+    member = await factories.member(
+        panel.app[SESSIONS], settings, panel.principals["staff1"], name="赵敏", mobile="13700000777"
+    )
+    async with transaction(panel.app[SESSIONS]) as session:
+        await tiers.seed_tiers(session)  # the migration's rows, wiped between tests
+    async with panel.client() as staff:
+        h = {"X-CSRF-Token": await login(staff, "staff1")}
+        url = f"/api/v1/members/{member.member_id}/points/adjustments"
+        no_expiry = await staff.post(url, json={"kind": "grant", "points": 100, "reason": "补录"}, headers=h)
+        assert no_expiry.status == 400
+        small = await staff.post(
+            url, json={"kind": "grant", "points": 100, "reason": "补录", "never_expires": True}, headers=h
+        )
+        assert small.status == 201 and (await small.json())["state"] == "booked"
+        large = await staff.post(
+            url,
+            json={"kind": "grant", "points": 5000, "reason": "投诉补偿", "expires_at": "2027-12-31T23:59:59+08:00"},
+            headers=h,
+        )
+        assert large.status == 202
+        large_id = (await large.json())["id"]
+        own = await staff.post(f"/api/v1/loyalty/adjustments/{large_id}/approve", json={}, headers=h)
+        assert own.status == 403
+    async with panel.client() as admin:
+        h = {"X-CSRF-Token": await login(admin, "admin1")}
+        queue = await (await admin.get("/api/v1/loyalty/adjustments")).json()
+        assert [a["id"] for a in queue["adjustments"]] == [large_id]
+        assert (await admin.get("/loyalty/approvals")).status == 200
+        approved = await admin.post(f"/api/v1/loyalty/adjustments/{large_id}/approve", json={}, headers=h)
+        assert approved.status == 200
+        twice = await admin.post(f"/api/v1/loyalty/adjustments/{large_id}/approve", json={}, headers=h)
+        assert twice.status == 409
+        points = await (await admin.get(f"/api/v1/members/{member.member_id}/points")).json()
+        assert points["valid"] == 5100
