@@ -228,6 +228,20 @@ def import_transactions(
         raise SystemExit(2)
 
 
+@import_.command("requests")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--as", "username", required=True, help="the user the requests are created as (scope applies)")
+@click.pass_obj
+def import_requests(settings: Settings, file: Path, username: str) -> None:
+    """Import service requests; all rows or none, each bad row reported; known request numbers skipped."""
+    from crm_core.service.importer import import_requests_file
+
+    report = _run(import_requests_file(settings, file, username=username))
+    click.echo(report.summary())
+    if report.errors:
+        raise SystemExit(2)
+
+
 @main.command("export")
 @click.argument("entity", type=click.Choice(["members"]))
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
