@@ -15,6 +15,7 @@ from crm_core.kb import service as kb
 from crm_core.kb.models import KbCategory
 from crm_core.members.models import Member
 from crm_core.messaging import service as messaging
+from crm_core.security.models import OrgUnit
 from crm_core.security.policy import Principal
 from crm_core.security.service import principal_by_username
 from crm_core.service import service
@@ -71,9 +72,12 @@ async def seed_service_desk(sessions: async_sessionmaker[AsyncSession]) -> bool:
             body="{!Member.Salutation}，新年快乐！您当前可用积分 {!Points.Valid} 分。",
         )
         members = list((await session.execute(select(Member.id).order_by(Member.id).limit(len(REQUESTS)))).scalars())
+        team = (await session.execute(select(OrgUnit.id).where(OrgUnit.code == "310"))).scalar_one()  # agent1's
         opened = utcnow() - dt.timedelta(hours=3)  # some are past their first-response time already
         for member_id, (kind, subject, text) in zip(members, REQUESTS, strict=False):
-            data = RequestIn(type=RequestType(kind), subject=subject, description=text, member_id=member_id)
+            data = RequestIn(
+                type=RequestType(kind), subject=subject, description=text, member_id=member_id, team_id=team
+            )
             await service.create_request(session, supervisor, data, now=opened)  # scope: every member
     return True
 

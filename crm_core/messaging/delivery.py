@@ -24,6 +24,7 @@ from crm_core.db import utcnow
 from crm_core.messaging.models import Message
 
 log = logging.getLogger(__name__)
+SEND_LEASE = dt.timedelta(minutes=10)  # a message `sending` longer than this is sent again
 
 
 class SmsProvider(Protocol):
@@ -81,8 +82,17 @@ class Deliverer:
     retry_seconds: float = 30.0
 
     async def run_once(self, *, now: dt.datetime | None = None, limit: int = 50) -> int:
-        """Send what is due; returns how many messages were attempted."""
+        """Send what is due; returns how many messages were attempted. A message left `sending` past
+        its lease (the server died mid-send) is queued again: delivery is at least once, so after
+        such a crash a member may get one message twice, but never none."""
         now = now or utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Message)
+                .where(Message.state == "sending", Message.next_attempt_at < now)
+                .values(state="queued")
+                .execution_options(synchronize_session=False)
+            )
         async with self.sessions() as session:
             due = list(
                 (
@@ -106,7 +116,7 @@ class Deliverer:
             claimed = await session.execute(
                 update(Message)
                 .where(Message.id == message_id, Message.state == "queued")
-                .values(state="sending", attempts=Message.attempts + 1)
+                .values(state="sending", attempts=Message.attempts + 1, next_attempt_at=utcnow() + SEND_LEASE)
                 .execution_options(synchronize_session=False)
             )
             return bool(claimed.rowcount)  # type: ignore[attr-defined]
@@ -126,8 +136,8 @@ class Deliverer:
                 provider_id = await send_email(self.smtp, recipient, subject, body)
             else:
                 provider_id = await self.sms.send(recipient, body)
-        except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            await self._failed(message_id, attempts, str(exc)[:500])
+        except Exception as exc:  # any provider failure retries; none may leave the message stuck
+            await self._failed(message_id, attempts, f"{type(exc).__name__}: {exc}"[:500])
             return
         async with self.sessions() as session, session.begin():
             message = (await session.execute(select(Message).where(Message.id == message_id))).scalar_one()

@@ -12,6 +12,7 @@ admins) assign to others, transfer and merge; CRM staff and admins on every requ
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -407,9 +408,7 @@ async def assign_round_robin(
 
 def _as_manager(principal: Principal) -> Principal:
     """Round-robin hands out on the system's behalf: the principal's role does not limit the owner."""
-    from dataclasses import replace
-
-    return replace(principal, role=Role.SUPERVISOR) if principal.role == Role.AGENT else principal
+    return dataclasses.replace(principal, role=Role.SUPERVISOR) if principal.role == Role.AGENT else principal
 
 
 async def transfer(

@@ -227,3 +227,29 @@ async def test_sms_outbox_and_delivery_report(
         assert not await delivery.delivery_report(session, "unknown", delivered=True)
     async with sessions() as session:
         assert (await session.get(Message, message.id, populate_existing=True)).state == "delivered"  # type: ignore[union-attr]
+
+
+async def test_a_message_left_sending_by_a_crash_is_sent_after_its_lease(
+    sessions: Sessions, settings: Settings, smtp: tuple[Inbox, delivery.SmtpSettings]
+) -> None:
+    from sqlalchemy import update
+
+    who = await staff(sessions)
+    member = await factories.member(sessions, settings, who, name="周杰", mobile="13800138004")
+    async with transaction(sessions) as session:
+        template = await messaging.save_template(
+            session, who, code="S3", name="通知", channel="sms", kind="service", subject="", body="{!Member.Name}您好"
+        )
+        message = await messaging.send(session, who, template.id, member.member_id, idempotency_key="k-5")
+        # A worker claimed it and died before sending: `sending`, lease until +10 min.
+        await session.execute(
+            update(Message)
+            .where(Message.id == message.id)
+            .values(state="sending", attempts=1, next_attempt_at=utcnow() + delivery.SEND_LEASE)
+        )
+    deliverer = delivery.Deliverer(sessions, smtp[1], delivery.OutboxSmsProvider())
+    assert await deliverer.run_once() == 0  # still inside its lease: maybe another worker is sending it
+    assert await deliverer.run_once(now=utcnow() + delivery.SEND_LEASE + dt.timedelta(seconds=1)) == 1
+    async with sessions() as session:
+        sent = await session.get(Message, message.id)
+    assert sent is not None and sent.state == "sent" and sent.attempts == 2
