@@ -216,10 +216,17 @@ async def agent2(stack: Stack, member_id: int, tmp_path_factory: pytest.TempPath
 
 async def _answered_call(stack: Stack, page: Page, customer: BaresipPhone) -> str:
     await expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready", timeout=15_000)
+    head = page.locator("#pop .pop-head")
+    previous = await head.get_attribute("data-linkedid") if await head.count() else None
     mark = customer.mark()
     await customer.dial("4008001234")
     await expect(page.locator("#btn-answer")).to_be_enabled(timeout=10_000)
-    linkedid = await page.locator("#pop .pop-head").get_attribute("data-linkedid")
+    # The phone can ring before the pop frame arrives: until then the pop still shows the previous
+    # call, whose id read here made the blind-transfer test check the wrong call now and then.
+    if previous is not None:
+        await expect(head).not_to_have_attribute("data-linkedid", previous, timeout=10_000)
+    await expect(head).to_have_count(1, timeout=10_000)
+    linkedid = await head.get_attribute("data-linkedid")
     await page.click("#btn-answer")
     await customer.wait_for_event("CALL_ESTABLISHED", since=mark, timeout=10)
     assert linkedid
