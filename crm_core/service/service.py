@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import uuid
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, update
@@ -140,7 +141,7 @@ async def create_request(
         raise ServiceError(f"not a phone number: {data.phone!r}")
     priority = data.priority or priority_for(data.type, await _tier_rank(session, data.member_id))
     request = ServiceRequest(
-        no=f"T{now.timestamp():.6f}",  # replaced below once the id is known
+        no=f"T{uuid.uuid4().hex[:20]}",  # unique until replaced below, once the id is known
         type=data.type,
         priority=priority,
         state=S.NEW,
@@ -516,7 +517,7 @@ async def add_work_order(session: AsyncSession, principal: Principal, request_id
         raise InvalidTransition(f"{request.no} is {request.state}")
     order = WorkOrder(
         request_id=request.id,
-        no=f"W{utcnow().timestamp():.6f}",
+        no=f"W{uuid.uuid4().hex[:20]}",  # unique until replaced below
         kind=data.kind,
         owner_user_id=data.owner_user_id,
         planned_minutes=data.planned_minutes,
