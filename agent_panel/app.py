@@ -27,6 +27,7 @@ from agent_panel.routes import reports as report_routes
 from agent_panel.routes import service as service_routes
 from agent_panel.routes import wallboard as wallboard_routes
 from agent_panel.ws import Hub
+from crm_core import calendar_store
 from crm_core.settings import Settings
 from cti.calls.events import AgentStateChanged, CallAbandoned, CallAnswered, CallEnded, CallMissed, CallOffered
 from cti.engine import CtiEngine
@@ -60,6 +61,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(middlewares=[security_headers, auth_middleware], client_max_size=2 * 1024 * 1024)
     app[SETTINGS] = settings
+    calendar_store.STORE.use_timezone(settings.timezone)  # SLA clocks, return visits, request numbers
     app[SESSIONS] = sessions
     app[ENGINE] = engine
     app[AUTH] = SessionCache()

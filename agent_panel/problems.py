@@ -21,3 +21,12 @@ def problem(
     if instance:
         body["instance"] = instance
     return web.json_response(body, status=status, content_type=PROBLEM)
+
+
+# Titles of the domain refusals (the detail says which rule refused).
+REFUSAL_TITLES = {400: "invalid request", 403: "not allowed", 404: "not found", 409: "conflict"}
+
+
+def refused(status: int, detail: str) -> web.Response:
+    """A domain refusal (an error class's `status` and message) as problem+json."""
+    return problem(status, REFUSAL_TITLES.get(status, "refused"), detail)

@@ -72,6 +72,12 @@ class CalendarStore:
     def invalidate(self) -> None:
         self._cache.clear()
 
+    def use_timezone(self, timezone: str) -> None:
+        """The site's time zone (settings.timezone): the server and the engine set it at start."""
+        if ZoneInfo(timezone) != self.tz:
+            self.tz = ZoneInfo(timezone)
+            self.invalidate()
+
     async def for_team(self, session: AsyncSession, team_id: int | None) -> BusinessCalendar:
         cached = self._cache.get(team_id)
         if cached is None:

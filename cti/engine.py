@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crm_core import calendar_store
 from crm_core.business_calendar import BusinessCalendar
 from crm_core.settings import Settings
 from cti.agents import AgentManager
@@ -93,6 +94,7 @@ class CtiEngine:
         self.bus = EventBus()
         self.crm = CrmGateway(sessions)
         self.calendar = calendar  # None: the calendar store's (administrator's overrides, team hours)
+        calendar_store.STORE.use_timezone(settings.timezone)
         self.agents = AgentManager(self.ami, sessions, settings, self.crm)
         self.dialer = Dialer(self.ami, self.agents, self.crm)
         self.screen_pops = ScreenPopper(self.bus, self.crm)

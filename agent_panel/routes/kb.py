@@ -12,7 +12,7 @@ from sqlalchemy import select
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS
 from agent_panel.payloads import Strict, parse_body
-from agent_panel.problems import problem
+from agent_panel.problems import refused
 from agent_panel.render import render
 from crm_core.db import read_session, transaction
 from crm_core.kb import segment
@@ -66,9 +66,7 @@ class NoteIn(Strict):
 
 
 def _refusal(exc: kb.KbError) -> web.Response:
-    return problem(
-        exc.status, {404: "not found", 403: "not allowed", 409: "conflict"}.get(exc.status, "invalid request"), str(exc)
-    )
+    return refused(exc.status, str(exc))
 
 
 def _category(request: web.Request) -> int | None:

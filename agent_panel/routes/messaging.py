@@ -16,7 +16,7 @@ from sqlalchemy import select
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import SESSIONS, SETTINGS
 from agent_panel.payloads import Strict, parse_body
-from agent_panel.problems import problem
+from agent_panel.problems import problem, refused
 from agent_panel.render import render
 from crm_core.db import read_session, transaction
 from crm_core.members.errors import MemberNotFound
@@ -71,8 +71,8 @@ def _refusal(exc: Exception) -> web.Response:
     if isinstance(exc, messaging.MissingFields):
         return problem(422, "missing merge fields", str(exc), errors=list(exc.missing))
     if isinstance(exc, messaging.MessagingError):
-        return problem(exc.status, "refused", str(exc))
-    return problem(404, "not found", str(exc))
+        return refused(exc.status, str(exc))
+    return refused(404, str(exc))
 
 
 @allow(*ALL_ROLES)

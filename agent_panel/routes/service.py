@@ -22,7 +22,7 @@ from sqlalchemy import select
 from agent_panel.auth import ALL_ROLES, allow, session_of
 from agent_panel.keys import HUB, SESSIONS, SETTINGS
 from agent_panel.payloads import Strict, parse_body
-from agent_panel.problems import problem
+from agent_panel.problems import problem, refused
 from agent_panel.render import render
 from crm_core import calendar_store, notifications
 from crm_core.db import read_session, transaction
@@ -130,11 +130,8 @@ class PolicyIn(Strict):
 
 def _refusal(exc: Exception) -> web.Response:
     if isinstance(exc, ServiceError):
-        titles = {404: "not found", 403: "not allowed", 409: "conflict"}
-        return problem(exc.status, titles.get(exc.status, "invalid request"), str(exc))
-    if isinstance(exc, MemberNotFound):
-        return problem(404, "not found", str(exc))
-    return problem(403, "not allowed", str(exc))
+        return refused(exc.status, str(exc))
+    return refused(404 if isinstance(exc, MemberNotFound) else 403, str(exc))
 
 
 REFUSED = (ServiceError, MemberNotFound, PermissionDenied)
@@ -220,10 +217,6 @@ async def act_api(request: web.Request) -> web.Response:
         async with transaction(request.app[SESSIONS]) as session:
             match data:
                 case StateIn():
-                    calendar = None
-                    if data.state == RequestState.CLOSED:
-                        team_id = (await service.request_detail(session, principal, request_id))["team_id"]
-                        calendar = await sla_store.CALENDARS.for_team(session, team_id)
                     await service.change_state(
                         session,
                         principal,
@@ -231,7 +224,6 @@ async def act_api(request: web.Request) -> web.Response:
                         data.state,
                         note=data.note,
                         expected_version=data.version,
-                        calendar=calendar,
                         return_visit_days=settings.service_return_visit_days,
                     )
                 case NoteIn() if action == "respond":
@@ -340,7 +332,7 @@ async def notifications_read_api(request: web.Request) -> web.Response:
 
 # ------------------------------------------------------------------------------------ calendar and SLA
 async def _recompute(app: web.Application) -> None:
-    sla_store.CALENDARS.invalidate()
+    calendar_store.STORE.invalidate()
     count = await sla_store.recompute_open(app[SESSIONS])
     log.info("SLA: %d open requests recomputed after a calendar or policy change", count)
 

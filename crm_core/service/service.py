@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_core import calendar_store
 from crm_core.business_calendar import BusinessCalendar
 from crm_core.db import utcnow
 from crm_core.loyalty.models import TierDefinition
@@ -158,7 +159,7 @@ async def create_request(
     )
     session.add(request)
     await session.flush()
-    request.no = f"SR{now.astimezone(sla_store.LOCAL).strftime('%Y%m%d')}{request.id:06d}"
+    request.no = f"SR{now.astimezone(calendar_store.STORE.tz).strftime('%Y%m%d')}{request.id:06d}"
     session.add(
         ServiceRequestEvent(
             request_id=request.id,
@@ -220,7 +221,8 @@ async def change_state(
     calendar: BusinessCalendar | None = None,
     return_visit_days: int = 3,
 ) -> ServiceRequest:
-    """Move a request; resolving needs a note (处理结果); closing schedules its return visit."""
+    """Move a request; resolving needs a note (处理结果); closing schedules its return visit on the
+    team's calendar (the store's, unless `calendar` is given)."""
     now = now or utcnow()
     request = await _load(session, principal, request_id)
     if to_state not in TRANSITIONS[request.state]:
@@ -247,7 +249,8 @@ async def change_state(
         now=now,
     )
     if to_state == S.CLOSED and request.type != RequestType.RETURN_VISIT:
-        await _schedule_return_visit(session, request, now, calendar or BusinessCalendar(), return_visit_days)
+        calendar = calendar or await calendar_store.STORE.for_team(session, request.team_id)
+        await _schedule_return_visit(session, request, now, calendar, return_visit_days)
     return request
 
 

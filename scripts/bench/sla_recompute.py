@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 from sqlalchemy import func, select
 
+from crm_core import calendar_store
 from crm_core.db import make_engine, make_sessionmaker, transaction
 from crm_core.security import service as security
 from crm_core.service import sla_store
@@ -143,7 +144,7 @@ async def main() -> None:
         async with sessions() as session:
             events = (await session.execute(select(func.count()).select_from(ServiceRequestEvent))).scalar_one()
         for run in range(args.runs):
-            sla_store.CALENDARS.invalidate()
+            calendar_store.STORE.invalidate()
             started = time.perf_counter()
             cpu = time.process_time()
             done = await sla_store.recompute_open(sessions, now=NOW, batch=args.batch)

@@ -300,7 +300,7 @@ async def test_recomputation_after_a_calendar_change_is_exact(desk: Desk) -> Non
     assert before is not None and before.resolution_due_at == at("2025-09-30 17:00")
     async with transaction(desk.sessions) as session:
         await calendar_store.set_day(session, dt.date(2025, 9, 29), False, note="盘点")
-    sla_store.CALENDARS.invalidate()
+    calendar_store.STORE.invalidate()
     try:
         assert await sla_store.recompute_open(desk.sessions, now=at("2025-09-26 17:30"), batch=1) == 1
         async with desk.sessions() as session:
@@ -309,14 +309,14 @@ async def test_recomputation_after_a_calendar_change_is_exact(desk: Desk) -> Non
         async with transaction(desk.sessions) as session:
             await calendar_store.set_team_hours(session, desk.team, [["08:00", "20:00"]])
             await calendar_store.set_day(session, dt.date(2025, 9, 29), None)
-        sla_store.CALENDARS.invalidate()
+        calendar_store.STORE.invalidate()
         await sla_store.recompute_open(desk.sessions, now=at("2025-09-26 17:30"))
         async with desk.sessions() as session:
             team_hours = await session.get(SlaStatus, request.id, populate_existing=True)
         # 12 h days: Fri 17–20 3 h, Sun 12 h (15), Mon 9 h → Mon 08:00 + 9 h = 17:00.
         assert team_hours is not None and team_hours.resolution_due_at == at("2025-09-29 17:00")
     finally:
-        sla_store.CALENDARS.invalidate()
+        calendar_store.STORE.invalidate()
 
 
 async def test_reports_by_team_type_state_and_sla_attainment(desk: Desk, settings: Settings) -> None:

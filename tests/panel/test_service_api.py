@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent_panel.keys import SESSIONS
-from crm_core.service import escalation, sla_store
+from crm_core import calendar_store
+from crm_core.service import escalation
 from crm_core.service.models import ServiceRequest
 from crm_core.settings import Settings
 from tests.db import factories
@@ -150,4 +151,4 @@ async def test_notifications_and_admin_calendar(panel: Panel) -> None:
         assert (await admin.get("/service/admin")).status == 200
     async with sessions() as session:
         assert (await session.execute(select(func.count()).select_from(ServiceRequest))).scalar_one() == 1
-    sla_store.CALENDARS.invalidate()
+    calendar_store.STORE.invalidate()

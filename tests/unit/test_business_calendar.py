@@ -88,3 +88,14 @@ def test_the_seeds_thirty_working_day_review_spans_national_day() -> None:
     assert review_due(BusinessCalendar(), dt.date(2025, 9, 19)) == dt.date(2025, 11, 6)
     closed = BusinessCalendar(overrides={dt.date(2025, 10, 10): False})  # one day closed: one day later
     assert admission_due(closed, dt.date(2025, 9, 19)) == dt.date(2025, 11, 7)
+
+
+def test_the_calendar_store_follows_the_site_time_zone() -> None:
+    from crm_core.calendar_store import CalendarStore
+
+    store = CalendarStore()
+    store._cache[None] = BusinessCalendar()
+    store.use_timezone("Asia/Shanghai")  # unchanged: the cache stays
+    assert None in store._cache
+    store.use_timezone("Asia/Urumqi")
+    assert store.tz == ZoneInfo("Asia/Urumqi") and store._cache == {}
