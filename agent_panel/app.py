@@ -21,6 +21,7 @@ from agent_panel.routes import api, ops, pages
 from agent_panel.routes import calls as call_routes
 from agent_panel.routes import kb as kb_routes
 from agent_panel.routes import loyalty as loyalty_routes
+from agent_panel.routes import loyalty_rules as loyalty_rules_routes
 from agent_panel.routes import messaging as messaging_routes
 from agent_panel.routes import recordings as recording_routes
 from agent_panel.routes import reports as report_routes
@@ -81,6 +82,7 @@ def create_app(
     wallboard_routes.setup(app)
     report_routes.setup(app)
     loyalty_routes.setup(app)
+    loyalty_rules_routes.setup(app)
     service_routes.setup(app)
     kb_routes.setup(app)
     messaging_routes.setup(app)

@@ -160,4 +160,10 @@ VALUES: tuple[str, ...] = (
     # crm_core/loyalty/adjustments.py: manual adjustment kinds
     N_("grant"),
     N_("deduct"),
+    # crm_core/loyalty/models.py RuleKind: earning rule kinds
+    N_("rate"),
+    N_("category"),
+    N_("tier"),
+    N_("campaign"),
+    N_("event"),
 )

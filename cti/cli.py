@@ -309,7 +309,8 @@ def report(
 @click.option("--at", "at", default=None, help="ISO date-time to run as (default now, UTC)")
 @click.pass_obj
 def loyalty_nightly(settings: Settings, at: str | None) -> None:
-    """Expire due points, review tiers whose hold ended, reconcile (idempotent; exit 1 on a difference)."""
+    """Expire due points, review tiers whose hold ended, grant birthday points, reconcile (idempotent;
+    exit 1 on a difference)."""
     import datetime as dt
 
     from crm_core.db import make_engine, make_sessionmaker
@@ -329,7 +330,8 @@ def loyalty_nightly(settings: Settings, at: str | None) -> None:
     result = _run(run())
     click.echo(
         f"expired {result.points_expired} points in {result.lots_expired} lots; "
-        f"{result.tier_changes} tier changes; {len(result.differences)} differences"
+        f"{result.tier_changes} tier changes; {result.birthday_awards} birthday awards; "
+        f"{len(result.differences)} differences"
     )
     for diff in result.differences:
         click.echo(f"  member {diff.member_id} {diff.quantity}: {diff.recorded} recorded, {diff.computed} computed")

@@ -1,4 +1,5 @@
-"""The nightly loyalty job: expire due lots, review tiers whose hold has ended, then reconcile.
+"""The nightly loyalty job: expire due lots, review tiers whose hold has ended, grant today's birthday
+points, then reconcile.
 
 Each step is idempotent, so running the job twice (or after a crash half-way) changes nothing the
 second time; each step commits on its own so a long expiry does not hold the tier review's locks.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.db import transaction
-from crm_core.loyalty import ledger, redemption, tiers
+from crm_core.loyalty import events, ledger, redemption, tiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class NightlyResult:
     lots_expired: int
     points_expired: int
     tier_changes: int
+    birthday_awards: int
     differences: list[ledger.Difference]
 
 
@@ -29,6 +31,7 @@ async def run_nightly(sessions: async_sessionmaker[AsyncSession], now: dt.dateti
     async with transaction(sessions) as session:
         await tiers.seed_tiers(session)  # a fresh site gets the seed's tier table once
         changes = await tiers.review_tiers(session, now)
+    birthdays = await events.award_birthdays(sessions, now)
     async with transaction(sessions) as session:
         differences = await ledger.reconcile(session) + await redemption.reconcile_escrow(session)
-    return NightlyResult(expired.lots, expired.points, changes, differences)
+    return NightlyResult(expired.lots, expired.points, changes, birthdays, differences)

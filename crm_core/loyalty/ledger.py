@@ -24,7 +24,9 @@ short, the customer returns the gift or its cash value"):
    Debt never makes the valid balance negative and is not taken out of future earnings automatically.
 
 Refunding the same purchase again finds no lots left to claw back and changes nothing, so a retried
-return is harmless. Partial returns (one line of a receipt) are not supported yet.
+return is harmless. A partial return reverses a number of the purchase's points (the POS import gives
+the returned share of the sale's points): the lots keep the rest, count only ``amount − clawed_back``
+towards lifetime and qualifying points, and become ``clawed_back`` once wholly reversed.
 
 Escrow (redemption requests awaiting approval, see redemption.py). `hold` takes the points out of the
 valid lots exactly like a spend (nearest expiry first, with allocations) and parks them in
@@ -64,6 +66,7 @@ from crm_core.loyalty.models import (
 from crm_core.security.policy import Principal
 
 _Stmt = TypeVar("_Stmt", bound=Select[*tuple[Any, ...]])
+_Summed = ColumnElement[int] | InstrumentedAttribute[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +265,11 @@ async def earn(
     qualifying: bool = True,
     reason: str | None = None,
     who: Principal | None = None,
+    source: LotSource = LotSource.PURCHASE,
+    name: str | None = None,
 ) -> int:
-    """Book points a purchase earned as a new lot; `pending` lots wait for `verify` (e.g. 购房类).
+    """Book points a purchase (or an event rule) earned as a new lot; `pending` lots wait for `verify`
+    (e.g. 购房类). Only purchase lots are reversed by a return.
 
     A purchase that earns 0 points books nothing: the caller skips it (a lot is never empty).
     Returns the lot id.
@@ -274,7 +280,7 @@ async def earn(
     state = LotState.PENDING if pending else LotState.VALID
     lot = PointsLot(
         member_id=member_id,
-        source=LotSource.PURCHASE,
+        source=source,
         state=state,
         amount=points,
         remaining=points,
@@ -282,6 +288,7 @@ async def earn(
         earned_at=earned_at,
         expires_at=expires_at,
         transaction_ref=transaction_ref,
+        name=name,
     )
     session.add(lot)
     await session.flush()
@@ -313,9 +320,9 @@ async def verify(session: AsyncSession, lot_id: int, *, who: Principal | None = 
     await _lock_account(session, member_id)
     row = (
         await session.execute(
-            select(PointsLot.state, PointsLot.amount, PointsLot.remaining, PointsLot.qualifying).where(
-                PointsLot.id == lot_id
-            )
+            select(
+                PointsLot.state, PointsLot.amount, PointsLot.clawed_back, PointsLot.remaining, PointsLot.qualifying
+            ).where(PointsLot.id == lot_id)
         )
     ).one()
     if row.state != LotState.PENDING:
@@ -342,8 +349,8 @@ async def verify(session: AsyncSession, lot_id: int, *, who: Principal | None = 
         member_id,
         valid=row.remaining,
         pending=-row.remaining,
-        lifetime=row.amount,
-        qualifying=row.amount if row.qualifying else 0,
+        lifetime=row.amount - row.clawed_back,
+        qualifying=row.amount - row.clawed_back if row.qualifying else 0,
     )
 
 
@@ -433,14 +440,30 @@ async def refund(
     member_id: int,
     transaction_ref: str,
     *,
+    points: int | None = None,
     reason: str | None = None,
     who: Principal | None = None,
 ) -> RefundResult:
-    """Reverse the points a returned purchase earned, following the shortfall policy in the module doc."""
+    """Reverse `points` of what a returned purchase earned (all that is left of it when None or when
+    fewer are left), following the shortfall policy in the module doc.
+
+    A partial return reverses the purchase's lots in lot order. Within a lot, points still in it are
+    taken first; the rest is charged as a shortfall up to what the member *used* of that lot (spent,
+    deducted, or drawn by an earlier return), never for points that merely expired. Taking a lot's own
+    points first and charging use before expiry makes a sale returned in parts cost exactly what one
+    whole return would have.
+    """
     account = await _lock_account(session, member_id)
     lots = (
         await session.execute(
-            select(PointsLot.id, PointsLot.state, PointsLot.amount, PointsLot.remaining, PointsLot.qualifying)
+            select(
+                PointsLot.id,
+                PointsLot.state,
+                PointsLot.amount,
+                PointsLot.remaining,
+                PointsLot.clawed_back,
+                PointsLot.qualifying,
+            )
             .where(
                 PointsLot.member_id == member_id,
                 PointsLot.transaction_ref == transaction_ref,
@@ -450,20 +473,38 @@ async def refund(
             .order_by(PointsLot.id)
         )
     ).all()
-    if not lots:
+    if points is not None and points < 0:
+        raise ValueError("a return reverses a non-negative number of points")
+    reversible = sum(lot.amount - lot.clawed_back for lot in lots)
+    wanted = reversible if points is None else min(points, reversible)
+    if wanted == 0:
         return RefundResult(entry_id=None, clawed_back=0, recovered_from_other_lots=0, debt=0)
-    lot_ids = [lot.id for lot in lots]
     expired_rows = await session.execute(
         select(PointsAllocation.lot_id, func.sum(PointsAllocation.amount))
         .join(PointsEntry, PointsEntry.id == PointsAllocation.entry_id)
-        .where(PointsAllocation.lot_id.in_(lot_ids), PointsEntry.kind == EntryKind.EXPIRE)
+        .where(PointsAllocation.lot_id.in_([lot.id for lot in lots]), PointsEntry.kind == EntryKind.EXPIRE)
         .group_by(PointsAllocation.lot_id)
     )
-    expired_by_lot = {lot_id: int(points) for lot_id, points in expired_rows}
-    valid_taken = sum(lot.remaining for lot in lots if lot.state == LotState.VALID)
-    pending_taken = sum(lot.remaining for lot in lots if lot.state == LotState.PENDING)
-    counted = [lot for lot in lots if lot.state in (LotState.VALID, LotState.EXPIRED)]
-    shortfall = sum(lot.amount - lot.remaining - expired_by_lot.get(lot.id, 0) for lot in counted)
+    expired_by_lot = {lot_id: int(expired) for lot_id, expired in expired_rows}
+    plan: list[tuple[int, int, int]] = []  # (lot id, points reversed, taken from the lot itself)
+    valid_taken = pending_taken = shortfall = lifetime = qualifying = 0
+    left = wanted
+    for lot in lots:
+        if left == 0:
+            break
+        reversed_here = min(left, lot.amount - lot.clawed_back)
+        taken = min(reversed_here, lot.remaining)
+        used = max(0, lot.amount - lot.remaining - expired_by_lot.get(lot.id, 0) - lot.clawed_back)
+        left -= reversed_here
+        plan.append((lot.id, reversed_here, taken))
+        if lot.state == LotState.PENDING:
+            pending_taken += taken
+            continue
+        if lot.state == LotState.VALID:
+            valid_taken += taken
+        shortfall += min(reversed_here - taken, used)
+        lifetime += reversed_here
+        qualifying += reversed_here if lot.qualifying else 0
     recovered = min(shortfall, account.valid - valid_taken)
     debt = shortfall - recovered
     entry = await _append(
@@ -479,15 +520,21 @@ async def refund(
             created_by=_user_id(who),
         ),
     )
-    for lot in lots:
-        if lot.remaining:
-            await _take_from_lot(session, entry.id, lot.id, lot.remaining)
-    await session.execute(
-        update(PointsLot)
-        .where(PointsLot.id.in_(lot_ids))
-        .values(state=LotState.CLAWED_BACK)
-        .execution_options(synchronize_session=False)
-    )
+    for lot_id, reversed_here, taken in plan:
+        if taken:
+            await _take_from_lot(session, entry.id, lot_id, taken)
+        await session.execute(
+            update(PointsLot)
+            .where(PointsLot.id == lot_id)
+            .values(
+                clawed_back=PointsLot.clawed_back + reversed_here,
+                state=case(
+                    (PointsLot.clawed_back + reversed_here == PointsLot.amount, LotState.CLAWED_BACK.value),
+                    else_=PointsLot.state,
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
     if recovered:
         await _consume_valid_lots(session, member_id, recovered, entry.id)
     await session.flush()
@@ -496,8 +543,8 @@ async def refund(
         member_id,
         valid=-(valid_taken + recovered),
         pending=-pending_taken,
-        lifetime=-sum(lot.amount for lot in counted),
-        qualifying=-sum(lot.amount for lot in counted if lot.qualifying),
+        lifetime=-lifetime,
+        qualifying=-qualifying,
         debt=debt,
     )
     return RefundResult(
@@ -729,7 +776,7 @@ async def reconcile(session: AsyncSession, member_id: int | None = None) -> list
     }
     counted = PointsLot.state.in_([LotState.VALID, LotState.EXPIRED]) & (PointsLot.source != LotSource.ESCROW_RELEASE)
 
-    def total(condition: ColumnElement[bool], value: InstrumentedAttribute[int]) -> ColumnElement[int]:
+    def total(condition: ColumnElement[bool], value: _Summed) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
 
     from_lots = {
@@ -740,8 +787,8 @@ async def reconcile(session: AsyncSession, member_id: int | None = None) -> list
                     PointsLot.member_id,
                     total(PointsLot.state == LotState.VALID, PointsLot.remaining).label("valid"),
                     total(PointsLot.state == LotState.PENDING, PointsLot.remaining).label("pending"),
-                    total(counted, PointsLot.amount).label("lifetime"),
-                    total(counted & PointsLot.qualifying, PointsLot.amount).label("qualifying"),
+                    total(counted, PointsLot.amount - PointsLot.clawed_back).label("lifetime"),
+                    total(counted & PointsLot.qualifying, PointsLot.amount - PointsLot.clawed_back).label("qualifying"),
                 ).group_by(PointsLot.member_id),
                 PointsLot.member_id,
             )

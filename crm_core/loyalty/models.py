@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_core.db import Base, utcnow
@@ -36,6 +37,8 @@ class LotSource(enum.StrEnum):
     MANUAL_GRANT = "manual_grant"
     # Points an escrow hold took from lots and a rejected/cancelled redemption gives back (see redemption.py).
     ESCROW_RELEASE = "escrow_release"
+    # Event points (join, birthday, referral) from an earning rule of kind "event" (rule_book.py).
+    EVENT = "event"
 
 
 class EntryKind(enum.StrEnum):
@@ -90,6 +93,9 @@ class PointsLot(Base):
     state: Mapped[str] = mapped_column(String(16))  # LotState
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
+    # Points of `amount` reversed by partial returns (ledger.refund with `points`); what the lot still
+    # counts towards lifetime and qualifying points is amount − clawed_back.
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     qualifying: Mapped[bool] = mapped_column(default=True)
     earned_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime | None]
@@ -99,6 +105,7 @@ class PointsLot(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
+        CheckConstraint("clawed_back >= 0 AND clawed_back <= amount", name="clawed_back_in_range"),
         # Spends read a member's valid lots in expiry order; the expiry job reads by state and expiry.
         Index("ix_points_lots_member_state_expires", "member_id", "state", "expires_at"),
         Index("ix_points_lots_state_expires", "state", "expires_at"),
@@ -369,3 +376,52 @@ class PosTransaction(Base):
     points: Mapped[int] = mapped_column(BigInteger)  # earned (sale) or clawed back (return)
     content_hash: Mapped[str] = mapped_column(String(64))
     imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# -------------------------------------------------------------------------------------- earning rules
+
+
+class RuleKind(enum.StrEnum):
+    RATE = "rate"  # 订单金额积分规则: points per spend, with the band table
+    CATEGORY = "category"  # 订单明细积分规则: a product category's multiplier
+    TIER = "tier"  # a card level's multiplier
+    CAMPAIGN = "campaign"  # a campaign period's multiplier (the highest active one applies)
+    EVENT = "event"  # 其他积分规则: points for joining, a birthday, a referral
+
+
+class EarningRule(Base):
+    """One earning rule with its validity window ``[starts_at, ends_at)`` (open ends allowed) and the
+    seeds' 停用标志. Rules are never edited in place once they may have applied: staff disable one or end
+    its window and add a new one, so a points dispute can always be replayed (see rule_book.py)."""
+
+    __tablename__ = "loyalty_earning_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(12))  # RuleKind
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts_at: Mapped[dt.datetime | None]
+    ends_at: Mapped[dt.datetime | None]
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (CheckConstraint("ends_at IS NULL OR starts_at IS NULL OR ends_at > starts_at", name="window"),)
+
+
+class EventAward(Base):
+    """Event points given once per occasion: (member, event, occasion) is unique, so a re-run birthday job
+    or a repeated referral cannot grant twice. occasion: ``join``, the birthday's year, ``referral:<id>``."""
+
+    __tablename__ = "loyalty_event_awards"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(16))
+    occasion: Mapped[str] = mapped_column(String(40))
+    rule_id: Mapped[int] = mapped_column(ForeignKey("loyalty_earning_rules.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("points_lots.id"))
+    awarded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ux_loyalty_event_awards_occasion", "member_id", "event", "occasion", unique=True),)

@@ -13,14 +13,18 @@ Contract (what an operator can rely on):
   id earlier in the same file) with different content is an error and is not applied. Two imports of one
   file at once cannot book a sale twice: the transaction row is inserted with ON CONFLICT DO NOTHING first
   and only the inserts that won book points.
-* A sale earns points with the earning rules (rules.py, default Sifan's 100 元 → 2 points) for the
-  member's tier at the start of its batch, as one valid lot expiring at the Sifan clearing; the member is
+* A sale earns points with the earning rules in force at the sale's time (rule_book.py: the database's
+  rules with their validity windows; Sifan's 100 元 → 2 points when none is set) for the member's tier at
+  the start of its batch, as one valid lot expiring at the Sifan clearing; the member is
   upgraded at once when the period's qualifying points reach a tier (as `earning.earn_purchase` does).
   Sales earning 0 points are recorded but book no lot.
-* A return (type return + original transaction id) claws back the points of the whole original sale
-  through `ledger.refund` (its shortfall policy applies; partial returns are not supported by the ledger,
-  so a return reverses the whole sale's points). The return's member is the sale's member. A return of a
-  sale that is neither stored nor earlier in the file, or of a sale already returned, is an error.
+* A return (type return + original transaction id) claws back the returned share of the sale's points
+  through `ledger.refund` (its shortfall policy applies). A sale may be returned in parts: after returns
+  totalling R of a sale of amount A that earned P points, ⌊P × R / A⌋ points have been reversed in all,
+  so the whole sale returned reverses exactly P however it was split, and a part returned reverses its
+  share of any band offset or multiplier too (a reading: the seeds only say "deduct the points earned").
+  The return's member is the sale's member. A return of a sale that is neither stored nor earlier in the
+  file, of a sale already wholly returned, or of more than is left of it, is an error.
 * `dry_run`: every check runs and the report counts what would be imported and the points it would grant,
   but nothing is written (returns of sales in the same file are checked against the file).
 
@@ -38,7 +42,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -60,7 +64,7 @@ from crm_core.importers.members import (
 )
 from crm_core.importers.pipeline import run_pipelined
 from crm_core.importers.tabular import TableReader, UnreadableFile, open_table
-from crm_core.loyalty import ledger, tiers
+from crm_core.loyalty import ledger, rule_book, tiers
 from crm_core.loyalty.models import (
     EntryKind,
     LotSource,
@@ -145,13 +149,35 @@ class _BatchOutcome:
     errors: list[RowError] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sale:
+    member_id: int
+    amount_fen: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    content_hash: str
+    kind: str
+    sale: _Sale
+
+
+def clawback_points(sale_points: int, sale_fen: int, returned_before_fen: int, returning_fen: int) -> int:
+    """Points a return reverses: the step in ⌊P × returned / amount⌋ (see the module docstring)."""
+    if sale_fen == 0:
+        return sale_points if returning_fen == 0 and returned_before_fen == 0 else 0
+    before = sale_points * returned_before_fen // sale_fen
+    return sale_points * (returned_before_fen + returning_fen) // sale_fen - before
+
+
 @dataclass(slots=True)
 class _FileState:
     """What earlier rows of this file established, for rows later in it."""
 
     seen: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (content hash, row)
-    sales: dict[str, int] = field(default_factory=dict)  # sale id -> member id (accepted in this file)
-    returned: set[str] = field(default_factory=set)  # sale ids a row of this file returns
+    sales: dict[str, _Sale] = field(default_factory=dict)  # sales accepted in (or confirmed by) this file
+    returned: dict[str, int] = field(default_factory=dict)  # sale id -> fen returned by this file's rows
 
 
 def _chunks(values: Iterable[T], size: int) -> Iterable[list[T]]:
@@ -167,14 +193,14 @@ class PosWriter:
         self,
         sessions: async_sessionmaker[AsyncSession],
         columns: Columns,
-        rules: EarningRules,
+        rules_at: Callable[[dt.datetime], EarningRules],
         *,
         dry_run: bool = False,
         postgres: bool = False,
     ) -> None:
         self.sessions = sessions
         self.columns = columns
-        self.rules = rules
+        self.rules_at = rules_at
         self.dry_run = dry_run
         self.file = _FileState()
         self._tiers: list[tiers.Tier] | None = None
@@ -213,9 +239,9 @@ class PosWriter:
                         found[(kind, key)] = _Member(member_id, tier, created_at.astimezone(SHANGHAI).date())
         return found
 
-    async def _stored(self, session: AsyncSession, ids: Iterable[str]) -> dict[str, tuple[str, str, int]]:
-        """Imported transactions among `ids`: id -> (content hash, kind, member id)."""
-        stored: dict[str, tuple[str, str, int]] = {}
+    async def _stored(self, session: AsyncSession, ids: Iterable[str]) -> dict[str, _Stored]:
+        """Imported transactions among `ids`."""
+        stored: dict[str, _Stored] = {}
         for chunk in _chunks(ids, self.chunk):
             rows = await session.execute(
                 select(
@@ -223,20 +249,24 @@ class PosWriter:
                     PosTransaction.content_hash,
                     PosTransaction.kind,
                     PosTransaction.member_id,
+                    PosTransaction.amount_fen,
+                    PosTransaction.points,
                 ).where(self._among(PosTransaction.transaction_id, chunk))
             )
-            stored.update({tx: (digest, kind, member) for tx, digest, kind, member in rows})
+            for tx, digest, kind, member, fen, points in rows:
+                stored[tx] = _Stored(digest, kind, _Sale(member, fen, points))
         return stored
 
-    async def _returned(self, session: AsyncSession, originals: Iterable[str]) -> set[str]:
-        returned: set[str] = set()
+    async def _returned(self, session: AsyncSession, originals: Iterable[str]) -> dict[str, int]:
+        """Sale id -> fen already returned by imported returns."""
+        returned: dict[str, int] = {}
         for chunk in _chunks(originals, self.chunk):
             rows = await session.execute(
-                select(PosTransaction.original_id).where(
-                    self._among(PosTransaction.original_id, chunk), PosTransaction.kind == "return"
-                )
+                select(PosTransaction.original_id, func.sum(PosTransaction.amount_fen))
+                .where(self._among(PosTransaction.original_id, chunk), PosTransaction.kind == "return")
+                .group_by(PosTransaction.original_id)
             )
-            returned.update(original for original in rows.scalars() if original)
+            returned.update({original: int(fen) for original, fen in rows if original})
         return returned
 
     async def write(self, rows: list[PosRow]) -> _BatchOutcome:
@@ -271,7 +301,7 @@ class PosWriter:
         if previous is not None:
             await previous[0].wait()
         sales: list[tuple[PosRow, _Member, int]] = []
-        returns: list[tuple[PosRow, int]] = []
+        returns: list[tuple[PosRow, int, int]] = []  # (row, member id, points to reverse)
         for row in rows:
             earlier = self.file.seen.get(row.transaction_id)
             known = stored.get(row.transaction_id)
@@ -289,11 +319,11 @@ class PosWriter:
                     )
                 continue
             if known is not None:
-                if known[0] == row.content_hash:
+                if known.content_hash == row.content_hash:
                     self.file.seen[row.transaction_id] = (row.content_hash, row.row)
                     outcome.skipped += 1
-                    if known[1] == "sale":
-                        self.file.sales[row.transaction_id] = known[2]
+                    if known.kind == "sale":
+                        self.file.sales[row.transaction_id] = known.sale
                 else:
                     outcome.errors.append(
                         self._error(
@@ -310,32 +340,45 @@ class PosWriter:
                     outcome.errors.append(self._error(row, row.member_key[0], row.member_given, "unknown member"))
                     continue
                 breakdown = earn_points(
-                    Purchase(lines=row.lines, occurred_at=row.occurred_at, tier=member.tier), self.rules
+                    Purchase(lines=row.lines, occurred_at=row.occurred_at, tier=member.tier),
+                    self.rules_at(row.occurred_at),
                 )
                 sales.append((row, member, breakdown.points))
-                self.file.sales[row.transaction_id] = member.id
+                self.file.sales[row.transaction_id] = _Sale(member.id, row.amount_fen, breakdown.points)
             else:
                 original = row.original_id or ""
-                sale_member = self.file.sales.get(original)
-                if sale_member is None:
+                sale = self.file.sales.get(original)
+                if sale is None:
                     stored_sale = stored_originals.get(original)
-                    if stored_sale is not None and stored_sale[1] == "sale":
-                        sale_member = stored_sale[2]
-                if sale_member is None:
+                    if stored_sale is not None and stored_sale.kind == "sale":
+                        sale = stored_sale.sale
+                if sale is None:
                     outcome.errors.append(self._error(row, "original_id", original, "return of an unknown sale"))
                     continue
-                if original in returned or original in self.file.returned:
+                before = returned.get(original, 0) + self.file.returned.get(original, 0)
+                if before >= sale.amount_fen and before > 0:
                     outcome.errors.append(self._error(row, "original_id", original, "sale already returned"))
+                    continue
+                if before + row.amount_fen > sale.amount_fen:
+                    outcome.errors.append(
+                        self._error(
+                            row,
+                            "amount",
+                            f"{row.amount_fen / 100:.2f}",
+                            f"returns more than is left of the sale ({(sale.amount_fen - before) / 100:.2f})",
+                        )
+                    )
                     continue
                 if row.member_key[0]:
                     named = members.get(row.member_key)
-                    if named is None or named.id != sale_member:
+                    if named is None or named.id != sale.member_id:
                         outcome.errors.append(
                             self._error(row, row.member_key[0], row.member_given, "not the member of the original sale")
                         )
                         continue
-                self.file.returned.add(original)
-                returns.append((row, sale_member))
+                self.file.returned[original] = self.file.returned.get(original, 0) + row.amount_fen
+                points = clawback_points(sale.points, sale.amount_fen, before, row.amount_fen)
+                returns.append((row, sale.member_id, points))
             self.file.seen[row.transaction_id] = (row.content_hash, row.row)
         checked.set()
         if self.dry_run:
@@ -349,7 +392,7 @@ class PosWriter:
         # lots of a sale the previous batch booked once that batch has committed.
         # The previous batch takes all its locks first: a return here of a sale booked there then waits
         # for that batch to commit before it reads the sale's lots.
-        accounts = sorted({member.id for _, member, points in sales if points > 0} | {m for _, m in returns})
+        accounts = sorted({member.id for _, member, points in sales if points > 0} | {m for _, m, _ in returns})
         await self._ensure_accounts(session, accounts)
         if previous is not None:
             await previous[1].wait()
@@ -513,7 +556,7 @@ class PosWriter:
             ordered = sorted(member_ids)
             for chunk in _chunks(ordered, self.chunk):
                 rows = await session.execute(
-                    select(PointsLot.member_id, func.sum(PointsLot.amount))
+                    select(PointsLot.member_id, func.sum(PointsLot.amount - PointsLot.clawed_back))
                     .where(
                         self._among(PointsLot.member_id, chunk),
                         PointsLot.qualifying.is_(True),
@@ -536,7 +579,7 @@ class PosWriter:
         return upgrades
 
     async def _book_returns(
-        self, session: AsyncSession, returns: list[tuple[PosRow, int]], outcome: _BatchOutcome
+        self, session: AsyncSession, returns: list[tuple[PosRow, int, int]], outcome: _BatchOutcome
     ) -> None:
         if not returns:
             return
@@ -556,17 +599,17 @@ class PosWriter:
                     "content_hash": row.content_hash,
                     "imported_at": now,
                 }
-                for row, member_id in returns
+                for row, member_id, _ in returns
             ],
         )
         outcome.skipped += len(returns) - len(won)
         clawed_by_return: list[dict[str, object]] = []
         # Member-id order, as the ledger locks accounts; one member's returns stay in file order.
-        for row, member_id in sorted(returns, key=lambda item: (item[1], item[0].row)):
+        for row, member_id, points in sorted(returns, key=lambda item: (item[1], item[0].row)):
             if row.transaction_id not in won:
                 continue
             result = await ledger.refund(
-                session, member_id, row.original_id or "", reason=f"POS return {row.transaction_id}"
+                session, member_id, row.original_id or "", points=points, reason=f"POS return {row.transaction_id}"
             )
             clawed = result.clawed_back + result.recovered_from_other_lots + result.debt
             clawed_by_return.append({"tx": row.transaction_id, "clawed": clawed})
@@ -627,7 +670,13 @@ async def import_transactions_file(
     try:
         sessions = await _import_sessions(engine, resources)
         postgres = not is_sqlite(settings.database_url)
-        writer = PosWriter(sessions, columns, rules or EarningRules(), dry_run=dry_run, postgres=postgres)
+        if rules is not None:
+            fixed = rules
+            rules_at: Callable[[dt.datetime], EarningRules] = lambda _moment: fixed  # noqa: E731
+        else:
+            async with transaction(sessions) as session:
+                rules_at = (await rule_book.load(session)).earning_rules_at
+        writer = PosWriter(sessions, columns, rules_at, dry_run=dry_run, postgres=postgres)
         # PostgreSQL: two batches in flight on two connections, so the server works on one while this
         # process checks the next (PosWriter.write keeps the row checks in file order). SQLite: one.
         depth = WRITERS_IN_FLIGHT if postgres else 1

@@ -126,7 +126,7 @@ async def qualifying_points(session: AsyncSession, member_id: int, period: TierP
     """Qualifying points earned in the calendar period containing `at` (valid or since expired)."""
     start, end = period_bounds(period, at)
     total = await session.execute(
-        select(func.coalesce(func.sum(PointsLot.amount), 0)).where(
+        select(func.coalesce(func.sum(PointsLot.amount - PointsLot.clawed_back), 0)).where(
             PointsLot.member_id == member_id,
             PointsLot.qualifying.is_(True),
             PointsLot.source != LotSource.ESCROW_RELEASE,
@@ -297,12 +297,13 @@ async def tier_status(session: AsyncSession, member_id: int, now: dt.datetime) -
     """The member's tier, its hold, and how many qualifying points this period still lack for the next."""
     tiers = await load_tiers(session)
     current, row = await _state(session, member_id)
-    rank = _rank(tiers, current)
-    higher = [tier for tier in tiers if tier.rank > rank]
+    ranks = {tier.code: tier.rank for tier in tiers}
+    # A site whose tier table is not seeded yet (the nightly job seeds it) or a member on a tier since
+    # removed: no next tier to show, rather than a failed 360.
+    higher = [tier for tier in tiers if current in ranks and tier.rank > ranks[current]]
     next_tier = higher[0] if higher else None
-    period_points = await qualifying_points(
-        session, member_id, next_tier.period if next_tier else tiers[-1].period, now
-    )
+    period = next_tier.period if next_tier else (tiers[-1].period if tiers else None)
+    period_points = await qualifying_points(session, member_id, period, now) if period else 0
     return TierStatus(
         tier=current,
         held_until=row.held_until if row else None,

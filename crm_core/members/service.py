@@ -10,6 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_core.db import utcnow
+from crm_core.loyalty import events as loyalty_events
 from crm_core.members import validation as v
 from crm_core.members.errors import (
     CardError,
@@ -218,6 +219,7 @@ async def approve(session: AsyncSession, principal: Principal, member_id: int, s
     await change_status(session, principal, member_id, v.MemberStatus.APPROVED)
     card = await issue_card(session, principal, member_id, settings, allow_status=v.MemberStatus.APPROVED)
     await change_status(session, principal, member_id, v.MemberStatus.ACTIVE)
+    await loyalty_events.award_join(session, member_id, utcnow())  # 注册赠送, when a rule gives any
     return JoinResult(member.id, member.member_no, v.MemberStatus.ACTIVE, [], card.card_no)
 
 

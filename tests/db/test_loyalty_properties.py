@@ -1,6 +1,7 @@
 """Property test over random sequences of every points operation, escrow included: after each step the
 balances equal the lots and the journal, the escrow equals the open requests, and points appear or
-disappear only through the operation that says so (earn, grant, spend, deduct, refund, expiry, approval)."""
+disappear only through the operation that says so (earn, grant, spend, deduct, whole or partial refund,
+expiry, approval)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ operation = st.one_of(
     st.tuples(st.just("earn"), st.integers(1, 60), st.booleans(), st.sampled_from([None, -1, 10, 20])),
     st.tuples(st.just("verify"), st.integers(0, 5)),
     st.tuples(st.just("spend"), st.integers(1, 60)),
-    st.tuples(st.just("refund"), st.integers(0, 5)),
+    st.tuples(st.just("refund"), st.integers(0, 5), st.sampled_from([None, 1, 5, 20])),  # None: all that is left
     st.tuples(st.just("expire"), st.sampled_from([0, 15, 30])),
     st.tuples(st.just("grant"), st.integers(1, 60), st.sampled_from([None, -1, 15])),
     st.tuples(st.just("deduct"), st.integers(1, 30)),
@@ -124,9 +125,10 @@ async def test_random_operations_with_escrow_keep_the_ledger_balanced(
                         change = -points
                     except InsufficientPoints:
                         assert points > before.valid
-                case ("refund", int(index)):
+                case ("refund", int(index), part):
                     if refs:
-                        result = await ledger.refund(session, member, refs[index % len(refs)])
+                        points = None if part is None else int(str(part))
+                        result = await ledger.refund(session, member, refs[index % len(refs)], points=points)
                         change = -(result.clawed_back + result.recovered_from_other_lots)
                         debt = result.debt
                 case ("expire", int(day)):

@@ -36,7 +36,9 @@ METHOD_DENIED = {
 ADMIN_ONLY = re.compile(r"^/(healthz|metrics)$")  # or the monitoring bearer token
 # The redemption approval queue and merchant vouchers: CRM staff and admins (maker-checker), not the
 # call centre.
-APPROVERS_ONLY = re.compile(r"^/(api/v1/(redemptions$|vouchers/|loyalty/|members/\d+/points/adjustments)|loyalty/)")
+APPROVERS_ONLY = re.compile(
+    r"^/(api/v1/(redemptions$|vouchers/|loyalty/|members/\d+/points/(adjustments|referrals))|loyalty/)"
+)
 PUBLIC = {"/login"}
 
 
