@@ -31,7 +31,8 @@ Contract (what an operator can rely on):
 Speed: rows are read and parsed in a worker thread one batch ahead; each batch is one transaction with a
 fixed number of statements (member look-ups, known ids, the transaction rows, the lots, the entries, one
 executemany for the balances, one sum per tier period), plus `tiers.apply_upgrade` only for the members
-whose period points reach a tier and `ledger.refund` per return.
+whose period points reach a tier, and the returns through `bulk_refund.refund_many` (a fixed number of
+statements when the points are still in the sale's lots, `ledger.refund` for the members where not).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from crm_core.importers.members import (
 )
 from crm_core.importers.pipeline import run_pipelined
 from crm_core.importers.tabular import TableReader, UnreadableFile, open_table
-from crm_core.loyalty import ledger, rule_book, tiers
+from crm_core.loyalty import bulk_refund, pos_copy, rule_book, tiers
 from crm_core.loyalty.models import (
     EntryKind,
     LotSource,
@@ -76,7 +77,7 @@ from crm_core.loyalty.models import (
     TierPeriod,
 )
 from crm_core.loyalty.pos_rows import Columns, HeaderProblem, PosRow, parse_batch, resolve_columns
-from crm_core.loyalty.rules import SHANGHAI, EarningRules, Purchase, earn_points, sifan_expiry
+from crm_core.loyalty.rules import SHANGHAI, EarningRules, Purchase, points_for, sifan_expiry
 from crm_core.members.models import Card, Member
 from crm_core.settings import Settings
 
@@ -339,12 +340,12 @@ class PosWriter:
                 if member is None:
                     outcome.errors.append(self._error(row, row.member_key[0], row.member_given, "unknown member"))
                     continue
-                breakdown = earn_points(
+                points = points_for(
                     Purchase(lines=row.lines, occurred_at=row.occurred_at, tier=member.tier),
                     self.rules_at(row.occurred_at),
                 )
-                sales.append((row, member, breakdown.points))
-                self.file.sales[row.transaction_id] = _Sale(member.id, row.amount_fen, breakdown.points)
+                sales.append((row, member, points))
+                self.file.sales[row.transaction_id] = _Sale(member.id, row.amount_fen, points)
             else:
                 original = row.original_id or ""
                 sale = self.file.sales.get(original)
@@ -419,18 +420,20 @@ class PosWriter:
             missing.difference_update(rows.scalars())
         if not missing:
             return
-        values = [{"member_id": member_id} for member_id in sorted(missing)]
-        stmt = insert_for(session, PointsAccount.__table__).on_conflict_do_nothing(index_elements=["member_id"])
         if self.postgres:
             async with transaction(self.sessions) as own:
-                await own.execute(stmt, values)
-        else:
-            await session.execute(stmt, values)
+                await pos_copy.create_accounts(own, sorted(missing), utcnow())
+            return
+        values = [{"member_id": member_id} for member_id in sorted(missing)]
+        stmt = insert_for(session, PointsAccount.__table__).on_conflict_do_nothing(index_elements=["member_id"])
+        await session.execute(stmt, values)
 
     async def _insert_transactions(self, session: AsyncSession, values: list[dict[str, object]]) -> set[str]:
         """Insert transaction rows; returns the ids this import won (a concurrent one may hold the rest)."""
         if not values:
             return set()
+        if self.postgres:
+            return await pos_copy.insert_transactions(session, values, utcnow())
         table = PosTransaction.__table__
         stmt = insert_for(session, table).on_conflict_do_nothing(index_elements=["transaction_id"])
         # executemany with RETURNING (SQLAlchemy's insertmanyvalues): one cached statement, batched rows.
@@ -465,6 +468,24 @@ class PosWriter:
         outcome.imported += len(booked)
         earning = [(row, member, points) for row, member, points in booked if points > 0]
         if not earning:
+            return
+        outcome.points_granted += sum(points for _, _, points in earning)
+        if self.postgres:
+            await pos_copy.book_earnings(
+                session,
+                [
+                    (
+                        member.id,
+                        points,
+                        row.occurred_at,
+                        sifan_expiry(row.occurred_at, member.joined_on),
+                        row.transaction_id,
+                    )
+                    for row, member, points in earning
+                ],
+                now,
+            )
+            outcome.upgrades += await self._upgrade(session, earning)
             return
         member_ids = sorted({member.id for _, member, _ in earning})
         lot_ids = (
@@ -515,7 +536,6 @@ class PosWriter:
         per_member: dict[int, int] = defaultdict(int)
         for _, member, points in earning:
             per_member[member.id] += points
-            outcome.points_granted += points
         table = cast(Table, PointsAccount.__table__)
         await session.execute(
             update(table)
@@ -603,14 +623,18 @@ class PosWriter:
             ],
         )
         outcome.skipped += len(returns) - len(won)
-        clawed_by_return: list[dict[str, object]] = []
+        booked = [(row, member_id, points) for row, member_id, points in returns if row.transaction_id in won]
         # Member-id order, as the ledger locks accounts; one member's returns stay in file order.
-        for row, member_id, points in sorted(returns, key=lambda item: (item[1], item[0].row)):
-            if row.transaction_id not in won:
-                continue
-            result = await ledger.refund(
-                session, member_id, row.original_id or "", points=points, reason=f"POS return {row.transaction_id}"
-            )
+        booked.sort(key=lambda item: (item[1], item[0].row))
+        results = await bulk_refund.refund_many(
+            session,
+            [
+                bulk_refund.Return(member_id, row.original_id or "", points, f"POS return {row.transaction_id}")
+                for row, member_id, points in booked
+            ],
+        )
+        clawed_by_return: list[dict[str, object]] = []
+        for (row, _, _), result in zip(booked, results, strict=True):
             clawed = result.clawed_back + result.recovered_from_other_lots + result.debt
             clawed_by_return.append({"tx": row.transaction_id, "clawed": clawed})
             outcome.returns += 1

@@ -177,6 +177,51 @@ def earn_points(purchase: Purchase, rules: EarningRules) -> EarningBreakdown:
     )
 
 
+def _ratio(value: Decimal) -> tuple[int, int]:
+    return value.as_integer_ratio()
+
+
+def points_for(purchase: Purchase, rules: EarningRules) -> int:
+    """`earn_points(purchase, rules).points` in integer arithmetic, for bulk imports.
+
+    Why not `earn_points`: building `Fraction`s from `Decimal`s costs ~30 µs a sale, a sixth of the POS
+    import's CPU; this keeps one numerator and denominator as ints and floors once, the same value
+    (tests/unit/test_loyalty_rules.py checks equality on random purchases and rules). Input checks are
+    the caller's (the import only passes parsed, non-negative sales).
+    """
+    total = purchase.total_fen
+    eligible = purchase.eligible_fen
+    if total <= 0 or eligible <= 0:
+        return 0
+    categories = rules.category_multipliers
+    if categories:
+        num, den = 0, 1
+        for line in purchase.lines:
+            multiplier = categories.get(line.category)
+            n, d = _ratio(multiplier) if multiplier is not None else (1, 1)
+            num, den = num * d + line.amount_fen * n * den, den * d
+    else:
+        num, den = total, 1
+    num *= eligible * rules.points_per_unit
+    den *= total * rules.unit_fen
+    band = band_reached(rules.bands, eligible)
+    if band is not None:
+        bm_n, bm_d = _ratio(band.multiplier)
+        bo_n, bo_d = _ratio(band.offset_points)
+        num, den = num * bm_n * bo_d + bo_n * den * bm_d, den * bm_d * bo_d
+    if purchase.tier and rules.tier_multipliers:
+        tier = rules.tier_multipliers.get(purchase.tier)
+        if tier is not None:
+            n, d = _ratio(tier)
+            num, den = num * n, den * d
+    if rules.campaigns:
+        campaign = best_campaign(rules.campaigns, purchase.occurred_at)
+        if campaign is not None:
+            n, d = _ratio(campaign.multiplier)
+            num, den = num * n, den * d
+    return max(num // den, 0)
+
+
 def sifan_expiry(earned_at: dt.datetime, joined_on: dt.date | None = None) -> dt.datetime:
     """When Sifan's annual clearing removes points earned at `earned_at` (an aware datetime).
 

@@ -6,7 +6,8 @@ upgrades (pharmacy tiers 1,200 / 5,000 per quarter) — goal >= 5,000 transactio
 
 Set-up (once per bench): a database cti_bench_pos_<pid> with `--members` demo members and the seed tiers,
 and a CSV of `--rows` transactions for those members (member number 60 %, mobile 40 %; amounts ¥5–¥3,000,
-a third with two category lines; 1 % returns of an earlier sale; 0.1 % rows for unknown members).
+a third with two category lines; 1 % returns of an earlier sale, 70 % of them whole and 30 % half of it;
+0.1 % rows for unknown members).
 Each run empties the loyalty tables, resets the tiers, and imports the file in a child process (so its
 peak RSS is its own); then a second import of the same file measures the idempotent re-run.
 
@@ -60,7 +61,7 @@ async def _members(url: str) -> list[tuple[str, str]]:
 
 def write_csv(path: Path, rows: int, members: list[tuple[str, str]], seed: int) -> dict[str, int]:
     rng = random.Random(seed)
-    sales: list[str] = []
+    sales: list[tuple[str, int]] = []
     returns = unknown = 0
     with path.open("w", encoding="utf-8-sig", newline="") as handle:
         out = csv.writer(handle)
@@ -71,8 +72,9 @@ def write_csv(path: Path, rows: int, members: list[tuple[str, str]], seed: int) 
             when = f"2026-{1 + (day - 1) // 30:02d}-{1 + (day - 1) % 28:02d} {clock}"
             store = f"青叶药房{rng.randint(1, 40)}店"
             if sales and rng.random() < 0.01:
-                original = sales.pop(rng.randrange(len(sales)))
-                out.writerow((f"R{n:08d}", when, store, "", "", "-1.00", "", "退货", original))
+                original, sold = sales.pop(rng.randrange(len(sales)))
+                back = sold if rng.random() < 0.7 else max(1, sold // 2)  # whole, or half (a partial return)
+                out.writerow((f"R{n:08d}", when, store, "", "", f"-{back / 100:.2f}", "", "退货", original))
                 returns += 1
                 continue
             number, mobile = members[rng.randrange(len(members))]
@@ -98,12 +100,15 @@ def write_csv(path: Path, rows: int, members: list[tuple[str, str]], seed: int) 
                     "",
                 )
             )
-            sales.append(f"S{n:08d}")
+            sales.append((f"S{n:08d}", fen))
     return {"rows": rows, "returns": returns, "unknown_member_rows": unknown}
 
 
-async def _child(url: str, csv_path: Path, run: int, workdir: Path) -> dict[str, Any]:
+async def _child(url: str, csv_path: Path, run: int, workdir: Path, profile: bool) -> dict[str, Any]:
     """Reset the loyalty tables, import, then import the same file again; runs in its own process."""
+    import cProfile
+    import pstats
+
     from crm_core.loyalty.pos_import import import_transactions_file
 
     engine = make_engine(url)
@@ -114,11 +119,17 @@ async def _child(url: str, csv_path: Path, run: int, workdir: Path) -> dict[str,
     finally:
         await engine.dispose()
     settings = Settings(database_url=url)
-    started = time.perf_counter()
+    profiler = cProfile.Profile() if profile else None
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
     report = await import_transactions_file(
         settings, csv_path, errors_path=workdir / f"errors_{run}.csv", progress=False
     )
-    wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if report.fatal:
         raise SystemExit(f"import failed: {report.fatal}")
     again_started = time.perf_counter()
@@ -146,6 +157,7 @@ async def _child(url: str, csv_path: Path, run: int, workdir: Path) -> dict[str,
         "points_clawed_back": report.points_clawed_back,
         "tier_upgrades": report.upgrades,
         "wall_s": round(wall, 3),
+        "process_cpu_s": round(cpu, 3),
         "tx_per_s": round(report.rows / wall),
         "reimport_imported": again.imported,
         "reimport_skipped": again.skipped,
@@ -181,6 +193,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=20261124)
+    parser.add_argument("--profile", action="store_true", help="cProfile each import (stderr; slows it down)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
@@ -188,7 +201,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        print(json.dumps(asyncio.run(_child(args.child, args.csv, args.run, args.workdir))))
+        print(json.dumps(asyncio.run(_child(args.child, args.csv, args.run, args.workdir, args.profile))))
         return
 
     name = f"{common.BENCH_PREFIX}pos_{os.getpid()}"
@@ -208,7 +221,7 @@ def main() -> None:
                     [
                         sys.executable, __file__, "--child", url, "--csv", str(csv_path),
                         "--run", str(run), "--workdir", str(workdir),
-                    ],
+                    ] + (["--profile"] if args.profile else []),
                     check=True, stdout=subprocess.PIPE, cwd=common.REPO,
                 )  # fmt: skip
                 result = json.loads(child.stdout.decode().strip().splitlines()[-1])

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.db import transaction
-from crm_core.loyalty import events, ledger, rule_book
+from crm_core.loyalty import bulk_refund, events, ledger, rule_book
 from crm_core.loyalty.models import EventAward, LotSource, LotState, PointsLot, PosTransaction
 from crm_core.loyalty.pos_import import clawback_points
 from crm_core.loyalty.rules import SHANGHAI
@@ -314,3 +314,42 @@ async def test_the_birthday_job_grants_once_a_year_and_keeps_29_february_on_the_
         awards = select(EventAward.member_id, EventAward.occasion).order_by(EventAward.id)
         occasions = [(member, occasion) for member, occasion in await session.execute(awards)]
         assert occasions == [(today, "2026"), (leap, "2026"), (leap, "2028")]
+
+
+async def test_returns_in_bulk_end_where_returns_one_by_one_end(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Members whose returns are all covered by their lots (bulk) beside members with a shortfall or a
+    pending lot (one by one), a sale returned twice in one batch, and a return of nothing left."""
+    scenarios: list[tuple[int, bool, list[tuple[str, int]]]] = [
+        (0, False, [("A", 30), ("A", 70)]),  # nothing spent: bulk, the lot used up in two returns
+        (50, False, [("A", 40), ("B", 10)]),  # 50 of A spent: A's 40 fit in its remaining 50
+        (90, False, [("A", 40), ("B", 5)]),  # A has only 10 left: shortfall, one by one
+        (0, True, [("A", 100), ("A", 5)]),  # a pending lot, then nothing left to reverse
+    ]
+    bulk_returns: list[bulk_refund.Return] = []
+    one_by_one: list[tuple[int, str, int]] = []
+    pairs = []
+    for spent, pending, returns in scenarios:
+        twins = await new_member(sessions, settings), await new_member(sessions, settings)
+        for member in twins:
+            async with transaction(sessions) as session:
+                await ledger.earn(
+                    session, member, 100, earned_at=NOW, expires_at=days(5), transaction_ref="A", pending=pending
+                )
+                await ledger.earn(session, member, 20, earned_at=NOW, expires_at=days(9), transaction_ref="B")
+                if spent:
+                    await ledger.spend(session, member, spent)
+        bulk_returns += [bulk_refund.Return(twins[0], ref, points, "退货") for ref, points in returns]
+        one_by_one += [(twins[1], ref, points) for ref, points in returns]
+        pairs.append(twins)
+    async with transaction(sessions) as session:
+        results = await bulk_refund.refund_many(session, bulk_returns)
+    expected = []
+    for member, ref, points in one_by_one:
+        async with transaction(sessions) as session:
+            expected.append(await ledger.refund(session, member, ref, points=points, reason="退货"))
+    strip = [(r.clawed_back, r.recovered_from_other_lots, r.debt, r.entry_id is None) for r in results]
+    assert strip == [(r.clawed_back, r.recovered_from_other_lots, r.debt, r.entry_id is None) for r in expected]
+    for bulk_member, single_member in pairs:
+        assert await balances(sessions, bulk_member) == await balances(sessions, single_member)

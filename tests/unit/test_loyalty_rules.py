@@ -7,6 +7,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crm_core.loyalty.rules import (
     SHANGHAI,
@@ -17,6 +19,7 @@ from crm_core.loyalty.rules import (
     PurchaseLine,
     SpendBand,
     earn_points,
+    points_for,
     sifan_expiry,
 )
 
@@ -145,3 +148,50 @@ def test_sifan_expiry_uses_shanghai_dates_for_utc_inputs() -> None:
     # 2009-11-30 17:00 UTC is 12-01 01:00 in Shanghai: a December point, carried over.
     earned = dt.datetime(2009, 11, 30, 17, 0, tzinfo=dt.UTC)
     assert sifan_expiry(earned) == dt.datetime(2011, 1, 1, tzinfo=SHANGHAI)
+
+
+_multiplier = st.decimals(min_value=0, max_value=5, places=2, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from(["药品", "保健品", "家电", ""]), st.integers(0, 2_000_000)), min_size=1, max_size=4
+    ),
+    paid_share=st.integers(0, 100),
+    points_per_unit=st.integers(0, 10),
+    unit_fen=st.sampled_from([100, 1_000, 10_000, 33_333]),
+    bands=st.lists(st.tuples(st.integers(0, 1_500_000), _multiplier, _multiplier), max_size=3),
+    categories=st.dictionaries(st.sampled_from(["药品", "家电"]), _multiplier, max_size=2),
+    tier=st.sampled_from([None, "gold", "diamond"]),
+    tiers=st.dictionaries(st.sampled_from(["gold", "diamond"]), _multiplier, max_size=2),
+    campaign=st.one_of(st.none(), _multiplier.filter(lambda m: m > 0)),
+)
+def test_integer_points_equal_the_exact_breakdown(
+    lines: list[tuple[str, int]],
+    paid_share: int,
+    points_per_unit: int,
+    unit_fen: int,
+    bands: list[tuple[int, Decimal, Decimal]],
+    categories: dict[str, Decimal],
+    tier: str | None,
+    tiers: dict[str, Decimal],
+    campaign: Decimal | None,
+) -> None:
+    total = sum(amount for _, amount in lines)
+    purchase = Purchase(
+        lines=tuple(PurchaseLine(category, amount) for category, amount in lines),
+        occurred_at=WHEN,
+        paid_with_points_fen=total * paid_share // 200,
+        paid_with_vouchers_fen=total * paid_share // 300,
+        tier=tier,
+    )
+    window = (WHEN - dt.timedelta(days=1), WHEN + dt.timedelta(days=1))
+    rules = EarningRules(
+        points_per_unit=points_per_unit,
+        unit_fen=unit_fen,
+        bands=tuple(SpendBand(start, offset, multiplier) for start, offset, multiplier in bands),
+        category_multipliers=categories,
+        tier_multipliers=tiers,
+        campaigns=() if campaign is None else (Campaign("活动", *window, campaign),),
+    )
+    assert points_for(purchase, rules) == earn_points(purchase, rules).points
