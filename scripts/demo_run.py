@@ -31,6 +31,7 @@ from asterisk_sandbox import BaresipPhone, Sandbox
 from agent_panel.server import start_panel
 from crm_core.db import make_engine, make_sessionmaker, transaction
 from crm_core.demo import ensure_demo_users
+from crm_core.demo_loyalty import seed_loyalty
 from crm_core.demo_service import seed_service_desk
 from crm_core.members.models import Member
 from crm_core.security.models import User
@@ -109,6 +110,7 @@ async def main(duration: float | None, interval: float, robots: int, port: int) 
     db = make_engine(settings.database_url)
     sessions = make_sessionmaker(db)
     await seed_service_desk(sessions)  # knowledge base, message templates, a few service requests
+    await seed_loyalty(sessions)  # tiers, catalogue, earning rules, some purchases
     async with transaction(sessions) as session:
         for username, endpoint in BROWSER_SEATS.items():
             await session.execute(update(User).where(User.username == username).values(agent_endpoint=endpoint))

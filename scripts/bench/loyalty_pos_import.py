@@ -128,7 +128,9 @@ async def _child(url: str, csv_path: Path, run: int, workdir: Path, profile: boo
     )
     if profiler is not None:
         profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime"))
+        stats.print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     if report.fatal:
         raise SystemExit(f"import failed: {report.fatal}")

@@ -234,3 +234,20 @@ async def test_demo_service_desk_content_is_added_once(sessions: Sessions, setti
         templates = (await session.execute(select(func.count()).select_from(MessageTemplate))).scalar_one()
     assert found and found[0]["title"] == "积分规则与有效期"
     assert (requests, templates) == (3, 2)
+
+
+async def test_demo_loyalty_content_is_added_once_and_balances(sessions: Sessions, settings: Settings) -> None:
+    from crm_core.demo_loyalty import seed_loyalty
+    from crm_core.loyalty import ledger, rule_book
+    from crm_core.loyalty.models import CatalogueItem, PointsAccount
+
+    await demo.generate_demo_members(settings, 5, seed=1, progress=False)
+    assert await seed_loyalty(sessions, members=5)
+    assert not await seed_loyalty(sessions, members=5)
+    async with sessions() as session:
+        rules = await rule_book.list_rules(session)
+        items = (await session.execute(select(func.count()).select_from(CatalogueItem))).scalar_one()
+        earned = (await session.execute(select(func.sum(PointsAccount.lifetime)))).scalar_one()
+        assert await ledger.reconcile(session) == []
+    assert {rule.name for rule in rules} >= {"思凡积分规则", "注册赠送", "推荐客户赠送"} and items == 3
+    assert earned > 0
