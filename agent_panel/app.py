@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent_panel.auth import SessionCache, auth_middleware
 from agent_panel.i18n import build_catalogues
-from agent_panel.keys import AUTH, ENGINE, HUB, I18N, SESSIONS, SETTINGS
+from agent_panel.keys import AUTH, ENGINE, HUB, I18N, REDEMPTIONS, SESSIONS, SETTINGS
 from agent_panel.routes import api, ops, pages
 from agent_panel.routes import calls as call_routes
 from agent_panel.routes import kb as kb_routes
@@ -29,6 +29,7 @@ from agent_panel.routes import service as service_routes
 from agent_panel.routes import wallboard as wallboard_routes
 from agent_panel.ws import Hub
 from crm_core import calendar_store
+from crm_core.loyalty.redemption_batch import RedemptionBatcher
 from crm_core.settings import Settings
 from cti.calls.events import AgentStateChanged, CallAbandoned, CallAnswered, CallEnded, CallMissed, CallOffered
 from cti.engine import CtiEngine
@@ -66,6 +67,7 @@ def create_app(
     app[SESSIONS] = sessions
     app[ENGINE] = engine
     app[AUTH] = SessionCache()
+    app[REDEMPTIONS] = RedemptionBatcher(sessions)  # redemptions that arrive together share a transaction
     app[I18N] = catalogues = build_catalogues(settings.language, settings.timezone)
     app[HUB] = Hub(
         sessions,
@@ -88,6 +90,7 @@ def create_app(
     messaging_routes.setup(app)
     app.router.add_static("/static/", STATIC, append_version=True)
     app.cleanup_ctx.append(_run_hub)
+    app.on_cleanup.append(lambda app: app[REDEMPTIONS].close())
     if start_engine:
         app.cleanup_ctx.append(_run_engine)
     return app

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from agent_panel.auth import SessionCache
     from agent_panel.i18n import Catalogues
     from agent_panel.ws import Hub
+    from crm_core.loyalty.redemption_batch import RedemptionBatcher
     from cti.engine import CtiEngine
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ ENGINE: web.AppKey[CtiEngine] = web.AppKey("engine")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 AUTH: web.AppKey[SessionCache] = web.AppKey("auth")
 I18N: web.AppKey[Catalogues] = web.AppKey("i18n")
+REDEMPTIONS: web.AppKey[RedemptionBatcher] = web.AppKey("redemptions")

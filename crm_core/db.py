@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import ColumnElement, DateTime, MetaData, any_, bindparam, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -117,6 +117,15 @@ def insert_for(session_or_dialect: AsyncSession | str, table: Any) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise ValueError(f"unsupported database dialect {name!r}")
+
+
+def among(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL as ``= ANY(:array)``: one statement text whatever the number
+    of values, so asyncpg prepares it once instead of once per list length."""
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return cast(ColumnElement[bool], column == any_(array))
+    return cast(ColumnElement[bool], column.in_(list(values)))
 
 
 READ_ONLY_OPTION = "cti_read_only"

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from agent_panel.auth import ALL_ROLES, allow, session_of
-from agent_panel.keys import SESSIONS, SETTINGS
+from agent_panel.keys import REDEMPTIONS, SESSIONS, SETTINGS
 from agent_panel.payloads import Strict, parse_body
 from agent_panel.problems import problem
 from agent_panel.render import render
@@ -166,26 +166,26 @@ async def points(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------------------------------ redemption
+async def _redeem(request: web.Request, member_id: int, item_code: str, quantity: int) -> RedemptionResult:
+    """The member must be in the caller's scope; the redemption itself goes through the app's batcher,
+    which books requests that arrive together in one transaction (redemption_batch.py)."""
+    principal = session_of(request).principal
+    async with read_session(request.app[SESSIONS]) as session:
+        await load_member(session, principal, member_id)
+    return await request.app[REDEMPTIONS].redeem(
+        member_id, item_code, quantity, who=principal, now=utcnow(), policy=_policy(request)
+    )
+
+
 @allow(*REQUESTERS)
 async def redemption_request(request: web.Request) -> web.Response:
     """An agent (for the caller) or staff asks for a gift or voucher; small ones complete at once."""
-    principal = session_of(request).principal
     member_id = int(request.match_info["member_id"])
     data = await parse_body(request, RedemptionIn)
     if isinstance(data, web.Response):
         return data
     try:
-        async with transaction(request.app[SESSIONS]) as session:
-            await load_member(session, principal, member_id)
-            result = await redemption.request_redemption(
-                session,
-                member_id,
-                data.item_code,
-                data.quantity,
-                who=principal,
-                now=utcnow(),
-                policy=_policy(request),
-            )
+        result = await _redeem(request, member_id, data.item_code, data.quantity)
     except (LoyaltyError, MemberNotFound) as exc:
         return _refusal(exc)
     return web.json_response(_result(result), status=201 if result.state == "completed" else 202)
@@ -379,7 +379,6 @@ async def points_page(request: web.Request) -> web.Response:
 @allow(*REQUESTERS)
 async def redeem_form(request: web.Request) -> web.Response:
     """The panel's redemption form: on success back to the history (PRG), else the page with the reason."""
-    principal = session_of(request).principal
     member_id = int(request.match_info["member_id"])
     form = await request.post()
     try:
@@ -387,11 +386,7 @@ async def redeem_form(request: web.Request) -> web.Response:
     except (ValueError, ValidationError):
         return await _points_error(request, member_id, "invalid request", 400)
     try:
-        async with transaction(request.app[SESSIONS]) as session:
-            await load_member(session, principal, member_id)
-            result = await redemption.request_redemption(
-                session, member_id, data.item_code, data.quantity, who=principal, now=utcnow(), policy=_policy(request)
-            )
+        result = await _redeem(request, member_id, data.item_code, data.quantity)
     except MemberNotFound as exc:
         raise web.HTTPNotFound(text="member not found") from exc
     except LoyaltyError as exc:
