@@ -67,11 +67,7 @@ class ReferralIn(Strict):
 
 
 def rule_json(row: EarningRule, now: dt.datetime) -> dict[str, Any]:
-    active = (
-        not row.disabled
-        and (row.starts_at is None or row.starts_at <= now)
-        and (row.ends_at is None or now < row.ends_at)
-    )
+    active = not row.disabled and rule_book.in_window(row.starts_at, row.ends_at, now)
     return {
         "id": row.id,
         "name": row.name,

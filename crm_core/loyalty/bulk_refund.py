@@ -24,7 +24,6 @@ from crm_core.db import insert_for, utcnow
 from crm_core.loyalty import ledger
 from crm_core.loyalty.models import (
     EntryKind,
-    LotSource,
     LotState,
     PointsAccount,
     PointsAllocation,
@@ -142,8 +141,7 @@ async def _load_lots(
         )
         .where(
             tuple_(PointsLot.member_id, PointsLot.transaction_ref).in_(pairs),
-            PointsLot.source == LotSource.PURCHASE,
-            PointsLot.state != LotState.CLAWED_BACK,
+            ledger.REVERSIBLE,
         )
         .order_by(PointsLot.id)
     )

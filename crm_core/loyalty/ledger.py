@@ -66,6 +66,8 @@ from crm_core.loyalty.models import (
 from crm_core.security.policy import Principal
 
 _Stmt = TypeVar("_Stmt", bound=Select[*tuple[Any, ...]])
+# The lots a return reverses: a purchase's, not yet wholly clawed back (refund and bulk_refund).
+REVERSIBLE = (PointsLot.source == LotSource.PURCHASE) & (PointsLot.state != LotState.CLAWED_BACK)
 _Summed = ColumnElement[int] | InstrumentedAttribute[int]
 
 
@@ -467,8 +469,7 @@ async def refund(
             .where(
                 PointsLot.member_id == member_id,
                 PointsLot.transaction_ref == transaction_ref,
-                PointsLot.source == LotSource.PURCHASE,
-                PointsLot.state != LotState.CLAWED_BACK,
+                REVERSIBLE,
             )
             .order_by(PointsLot.id)
         )

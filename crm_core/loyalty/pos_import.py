@@ -46,13 +46,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import insert_for, is_sqlite, make_engine, transaction, utcnow
+from crm_core.db import among, insert_for, is_sqlite, make_engine, transaction, utcnow
 from crm_core.importers.member_rows import RowError
 from crm_core.importers.members import (
     MAX_ERRORS_KEPT,
@@ -209,13 +208,6 @@ class PosWriter:
         self.postgres = postgres
         self.chunk = 1_000_000 if postgres else _IN_CHUNK
 
-    def _among(self, column: Any, values: list[Any]) -> ColumnElement[bool]:
-        """``column IN values``; on PostgreSQL as ``= ANY(:array)``, one statement asyncpg prepares once
-        instead of a new one per list length."""
-        if self.postgres:
-            return cast(ColumnElement[bool], column == any_(bindparam(None, values, type_=ARRAY(column.type))))
-        return cast(ColumnElement[bool], column.in_(values))
-
     def _error(self, row: PosRow, column: str, value: str, reason: str) -> RowError:
         return RowError(row.row, self.columns.header_text[column], value, reason)
 
@@ -234,7 +226,7 @@ class PosWriter:
                 if kind == "card_no":
                     stmt = stmt.select_from(Card).join(Member, Member.id == Card.member_id)
                 for key, member_id, tier, created_at in await session.execute(
-                    stmt.where(self._among(key_column, chunk))
+                    stmt.where(among(session, key_column, chunk))
                 ):
                     if key is not None:
                         found[(kind, key)] = _Member(member_id, tier, created_at.astimezone(SHANGHAI).date())
@@ -252,7 +244,7 @@ class PosWriter:
                     PosTransaction.member_id,
                     PosTransaction.amount_fen,
                     PosTransaction.points,
-                ).where(self._among(PosTransaction.transaction_id, chunk))
+                ).where(among(session, PosTransaction.transaction_id, chunk))
             )
             for tx, digest, kind, member, fen, points in rows:
                 stored[tx] = _Stored(digest, kind, _Sale(member, fen, points))
@@ -264,7 +256,7 @@ class PosWriter:
         for chunk in _chunks(originals, self.chunk):
             rows = await session.execute(
                 select(PosTransaction.original_id, func.sum(PosTransaction.amount_fen))
-                .where(self._among(PosTransaction.original_id, chunk), PosTransaction.kind == "return")
+                .where(among(session, PosTransaction.original_id, chunk), PosTransaction.kind == "return")
                 .group_by(PosTransaction.original_id)
             )
             returned.update({original: int(fen) for original, fen in rows if original})
@@ -400,7 +392,7 @@ class PosWriter:
         for chunk in _chunks(accounts, self.chunk):
             await session.execute(
                 select(PointsAccount.member_id)
-                .where(self._among(PointsAccount.member_id, chunk))
+                .where(among(session, PointsAccount.member_id, chunk))
                 .order_by(PointsAccount.member_id)
                 .with_for_update()
             )
@@ -415,7 +407,7 @@ class PosWriter:
         missing = set(member_ids)
         for chunk in _chunks(member_ids, self.chunk):
             rows = await session.execute(
-                select(PointsAccount.member_id).where(self._among(PointsAccount.member_id, chunk))
+                select(PointsAccount.member_id).where(among(session, PointsAccount.member_id, chunk))
             )
             missing.difference_update(rows.scalars())
         if not missing:
@@ -578,7 +570,7 @@ class PosWriter:
                 rows = await session.execute(
                     select(PointsLot.member_id, func.sum(PointsLot.amount - PointsLot.clawed_back))
                     .where(
-                        self._among(PointsLot.member_id, chunk),
+                        among(session, PointsLot.member_id, chunk),
                         PointsLot.qualifying.is_(True),
                         PointsLot.source != LotSource.ESCROW_RELEASE,
                         PointsLot.state.in_([LotState.VALID, LotState.EXPIRED]),

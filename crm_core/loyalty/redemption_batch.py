@@ -380,8 +380,20 @@ def _voucher_rows(bookings: list[_Booking], redemption_ids: list[int]) -> list[d
     ]
 
 
-def _gifts(bookings: list[_Booking]) -> list[int]:
-    return [position for position, b in enumerate(bookings) if b.item.kind != ItemKind.VOUCHER]
+def _shipment_rows(bookings: list[_Booking], redemption_ids: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """The gifts of the batch (their positions in `bookings`) and their shipment rows."""
+    gifts = [position for position, b in enumerate(bookings) if b.item.kind != ItemKind.VOUCHER]
+    return gifts, [
+        {
+            "redemption_id": redemption_ids[position],
+            "member_id": bookings[position].request.member_id,
+            "item_id": bookings[position].item.id,
+            "quantity": bookings[position].request.quantity,
+            "state": "to_ship",
+            "created_at": bookings[position].request.now,
+        }
+        for position in gifts
+    ]
 
 
 async def _write_core(
@@ -455,28 +467,14 @@ async def _write_core(
     vouchers = _voucher_rows(bookings, rows.redemption_ids)
     if vouchers:
         await session.execute(insert_for(session, Voucher.__table__), vouchers)
-    gifts = _gifts(bookings)
+    gifts, shipments = _shipment_rows(bookings, rows.redemption_ids)
     if gifts:
-        ids = await _returning_ids(
-            session,
-            Shipment.__table__,
-            [
-                {
-                    "redemption_id": rows.redemption_ids[position],
-                    "member_id": bookings[position].request.member_id,
-                    "item_id": bookings[position].item.id,
-                    "quantity": bookings[position].request.quantity,
-                    "state": "to_ship",
-                    "created_at": bookings[position].request.now,
-                }
-                for position in gifts
-            ],
-        )
+        ids = await _returning_ids(session, Shipment.__table__, shipments)
         rows.shipment_ids = dict(zip(gifts, ids, strict=True))
 
 
-# PostgreSQL: ids from the sequences first, then one statement per table over array parameters. One
-# statement text whatever the batch size (asyncpg prepares each once), no per-row parameter building.
+# PostgreSQL: ids from the sequences first, then the rows over array parameters. One statement text
+# whatever the batch size (asyncpg prepares it once), no per-row parameter building.
 _PG_IDS = """SELECT nextval(pg_get_serial_sequence('loyalty_redemptions', 'id')),
     nextval(pg_get_serial_sequence('points_entries', 'id')) FROM generate_series(1, $1)"""
 _PG_SHIPMENT_IDS = "SELECT nextval(pg_get_serial_sequence('loyalty_shipments', 'id')) FROM generate_series(1, $1)"
@@ -512,6 +510,11 @@ SELECT u.id, u.r, u.m, u.i, u.q, 'to_ship', u.at
 FROM unnest($1::int[], $2::int[], $3::int[], $4::int[], $5::int[], $6::timestamptz[]) AS u(id, r, m, i, q, at)"""
 
 
+def _column(records: Sequence[Any], key: int | str) -> list[Any]:
+    """One column of rows (tuples by position, dicts by name), as an array parameter."""
+    return [record[key] for record in records]
+
+
 async def _write_pg(
     session: AsyncSession,
     bookings: list[_Booking],
@@ -532,11 +535,6 @@ async def _write_pg(
     ]
     vouchers = _voucher_rows(bookings, rows.redemption_ids)
 
-    def column(
-        records: Sequence[Sequence[Any]] | Sequence[dict[str, Any]], key: int | str, width: int = 0
-    ) -> list[Any]:
-        return [record[key] for record in records]  # type: ignore[index]
-
     await driver.execute(
         _PG_WRITE,
         rows.redemption_ids,
@@ -550,27 +548,23 @@ async def _write_pg(
         [-b.points for b in bookings],
         [f"redemption:{redemption_id}" for redemption_id in rows.redemption_ids],
         now,
-        *(column(allocations, i) for i in range(3)),
+        *(_column(allocations, i) for i in range(3)),
         list(rows.takes),
         list(rows.takes.values()),
         list(rows.spent),
         list(rows.spent.values()),
-        *(column(stock_rows, i) for i in range(3)),
+        *(_column(stock_rows, i) for i in range(3)),
         *(
-            column(vouchers, name)
+            _column(vouchers, name)
             for name in ("code", "redemption_id", "member_id", "item_id", "merchant_id", "issued_at", "expires_at")
         ),
     )
-    gifts = _gifts(bookings)
+    gifts, shipments = _shipment_rows(bookings, rows.redemption_ids)
     if gifts:
         shipment_ids = [record[0] for record in await driver.fetch(_PG_SHIPMENT_IDS, len(gifts))]
         await driver.execute(
             _PG_SHIPMENTS,
             shipment_ids,
-            [rows.redemption_ids[p] for p in gifts],
-            [bookings[p].request.member_id for p in gifts],
-            [bookings[p].item.id for p in gifts],
-            [bookings[p].request.quantity for p in gifts],
-            [bookings[p].request.now for p in gifts],
+            *(_column(shipments, name) for name in ("redemption_id", "member_id", "item_id", "quantity", "created_at")),
         )
         rows.shipment_ids = dict(zip(gifts, shipment_ids, strict=True))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -118,6 +117,11 @@ def parse_params(kind: str, params: dict[str, Any]) -> Params:
         raise InvalidRule(problems) from None
 
 
+def in_window(starts_at: dt.datetime | None, ends_at: dt.datetime | None, moment: dt.datetime) -> bool:
+    """Whether `moment` is in ``[starts_at, ends_at)``; a missing end is open."""
+    return (starts_at is None or starts_at <= moment) and (ends_at is None or moment < ends_at)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: int
@@ -127,7 +131,7 @@ class Rule:
     ends_at: dt.datetime | None
 
     def active_at(self, moment: dt.datetime) -> bool:
-        return (self.starts_at is None or self.starts_at <= moment) and (self.ends_at is None or moment < self.ends_at)
+        return in_window(self.starts_at, self.ends_at, moment)
 
     @property
     def order(self) -> tuple[dt.datetime, int]:
@@ -310,7 +314,3 @@ async def list_rules(session: AsyncSession) -> list[EarningRule]:
         .scalars()
         .all()
     )
-
-
-def book_of(rows: Iterable[EarningRule]) -> RuleBook:
-    return RuleBook(tuple(_rule(row) for row in rows if not row.disabled))
