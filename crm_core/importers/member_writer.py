@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     Column,
@@ -49,7 +49,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import transaction, utcnow
+from crm_core.db import driver_connection, transaction, utcnow
 from crm_core.importers.member_rows import ImportRow, RowError
 from crm_core.members import models
 from crm_core.members.numbers import next_numbers
@@ -413,7 +413,7 @@ class MemberWriter:
         """Insert what no unique constraint refuses; returns member_no → id of the rows inserted."""
         owner, unit = self.principal.user_id or None, self.principal.org_unit_id
         if self.postgres:
-            driver = await _copy_connection(session)
+            driver = await driver_connection(session)
             await driver.execute(_PG_STAGE)
             await driver.copy_records_to_table(_STAGE_TABLE, records=records, columns=STAGE_COLUMNS)
             inserted = await driver.fetch(_PG_INSERT_FROM_STAGE, now, owner, unit)
@@ -447,7 +447,7 @@ class MemberWriter:
 
     async def _insert_contacts(self, session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
         if self.postgres:
-            driver = await _copy_connection(session)
+            driver = await driver_connection(session)
             await driver.copy_records_to_table("member_contacts", records=rows, columns=CONTACT_COLUMNS)
             return
         connection = await session.connection()
@@ -456,7 +456,7 @@ class MemberWriter:
 
     async def _insert_addresses(self, session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
         if self.postgres:
-            driver = await _copy_connection(session)
+            driver = await driver_connection(session)
             await driver.copy_records_to_table("member_addresses", records=rows, columns=ADDRESS_COLUMNS)
             return
         connection = await session.connection()
@@ -656,34 +656,6 @@ def _short(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- engine-specific bulk statements
-
-
-class _CopyConnection(Protocol):
-    """The part of asyncpg.Connection used here (asyncpg ships no type information)."""
-
-    def is_in_transaction(self) -> bool: ...
-
-    async def execute(self, query: str, *args: Any) -> str: ...
-
-    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
-
-    async def copy_records_to_table(
-        self, table_name: str, *, records: Iterable[Sequence[Any]], columns: Sequence[str]
-    ) -> str: ...
-
-
-async def _copy_connection(session: AsyncSession) -> _CopyConnection:
-    """The asyncpg connection under the session, for COPY (binary, ~1 µs a row of client CPU where an
-    INSERT of unnest() arrays costs ~6 µs: measured on 5,000-member batches)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = cast(_CopyConnection, raw.driver_connection)
-    # SQLAlchemy's asyncpg adapter opens its transaction at the first statement; the lookup SELECT
-    # ran before any COPY, so the COPY is part of the batch transaction. Check, never assume: a COPY
-    # outside it would commit members on its own and break the all-or-nothing batch.
-    if not driver.is_in_transaction():
-        raise RuntimeError("bulk COPY outside the batch transaction")
-    return driver
 
 
 def _sqlite_processor(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crm_core.importers.member_writer import _copy_connection
+from crm_core.db import driver_connection
 from crm_core.loyalty.models import EntryKind, LotSource, LotState
 
 LOT_COLUMNS = (
@@ -60,7 +60,7 @@ RETURNING transaction_id
 async def insert_transactions(session: AsyncSession, rows: Sequence[dict[str, Any]], now: dt.datetime) -> set[str]:
     """Insert transaction rows (TRANSACTION_COLUMNS); returns the ids inserted (a concurrent import may
     hold the others)."""
-    driver = await _copy_connection(session)
+    driver = await driver_connection(session)
     columns = [[row[name] for row in rows] for name in TRANSACTION_COLUMNS]
     inserted = await driver.fetch(_INSERT_TRANSACTIONS, *columns, now)
     return {record[0] for record in inserted}
@@ -78,7 +78,7 @@ async def book_earnings(
 ) -> None:
     """One valid, qualifying purchase lot and its earn entry per (member id, points, earned at, expires
     at, transaction id), and the balances: valid, lifetime and qualifying grow by the points."""
-    driver = await _copy_connection(session)
+    driver = await driver_connection(session)
     lot_ids = [record[0] for record in await driver.fetch(_NEXT_LOT_IDS, len(earnings))]
     source, state, kind = LotSource.PURCHASE.value, LotState.VALID.value, EntryKind.EARN.value
     await driver.copy_records_to_table(

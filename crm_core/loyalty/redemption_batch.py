@@ -19,6 +19,10 @@ operations; the batch's statements are shared. The outcome for each request is w
 * points come out of each member's valid lots nearest expiry first, with allocations, exactly as
   `ledger.spend`; vouchers get fresh codes, gifts a shipment.
 
+On PostgreSQL a batch is six statements (accounts with their flags, items with their shards, lots, ids,
+one write, commit) sent straight to asyncpg after the first: SQLAlchemy's per-statement work was half
+of a batch's CPU.
+
 If the batch's transaction fails for any other reason (a dropped connection, a deadlock), every request
 of it is retried on its own through `request_redemption`, so one request's trouble never becomes
 another's error. Up to `LANES` batches are in flight per batcher; requests that arrive meanwhile form
@@ -39,8 +43,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import among, insert_for, transaction, utcnow
-from crm_core.importers.member_writer import _copy_connection
+from crm_core.db import among, driver_connection, insert_for, transaction, utcnow
 from crm_core.loyalty import ledger
 from crm_core.loyalty.errors import InsufficientPoints, ItemNotAvailable
 from crm_core.loyalty.models import (
@@ -87,12 +90,34 @@ class _Request:
     future: asyncio.Future[RedemptionResult]
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """What a batch needs of a catalogue item (a row, not an ORM object: no identity map to keep)."""
+
+    id: int
+    code: str
+    points: int
+    kind: str
+    merchant_id: int | None
+    voucher_valid_days: int | None
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """The batch's reads, taken under its locks."""
+
+    items: dict[str, _Item]  # active items by code
+    flagged: set[int]  # members whose redemptions need a second person
+    valid: dict[int, int]  # member -> valid points (account locked)
+    stock: dict[int, dict[int, int]]  # item -> shard -> stock (shards locked)
+
+
 @dataclass(slots=True)
 class _Booking:
     """What one accepted request writes."""
 
     request: _Request
-    item: CatalogueItem
+    item: _Item
     points: int
     takes: list[tuple[int, int]] = field(default_factory=list)  # (lot id, points)
     codes: list[str] = field(default_factory=list)
@@ -189,19 +214,15 @@ class RedemptionBatcher:
         changed: set[tuple[int, int]] = set()  # (item, shard) whose stock the batch takes
         refusals: list[tuple[_Request, Exception]] = []
         async with transaction(self.sessions) as session:
-            items = await _items(session, {r.item_code for r in batch})
             members = sorted({r.member_id for r in batch})
-            flagged = set(
-                (
-                    await session.execute(
-                        select(MemberFlag.member_id).where(among(session, MemberFlag.member_id, members))
-                    )
-                ).scalars()
-            )
-            valid = await _lock_accounts(session, members)
-            stock = await _lock_stock(session, sorted({item.id for item in items.values()}))
+            codes = sorted({r.item_code for r in batch})
+            if session.get_bind().dialect.name == "postgresql":
+                snapshot = await _read_pg(session, members, codes)
+            else:
+                snapshot = await _read_core(session, members, codes)
+            valid, stock, flagged = snapshot.valid, snapshot.stock, snapshot.flagged
             for request in batch:
-                item = items.get(request.item_code)
+                item = snapshot.items.get(request.item_code)
                 if item is None:
                     refusals.append((request, ItemNotAvailable(request.item_code)))
                     continue
@@ -241,40 +262,81 @@ def _settle(request: _Request, outcome: RedemptionResult | BaseException) -> Non
         request.future.set_result(outcome)
 
 
-async def _items(session: AsyncSession, codes: set[str]) -> dict[str, CatalogueItem]:
-    rows = await session.execute(
-        select(CatalogueItem)
-        .where(among(session, CatalogueItem.code, sorted(codes)), CatalogueItem.active.is_(True))
-        .execution_options(populate_existing=True)
+async def _read_core(session: AsyncSession, members: list[int], codes: list[str]) -> _Snapshot:
+    """Any engine: the batch's reads through SQLAlchemy Core. Accounts are locked in member order before
+    the stock (the ledger's lock order); of each item's shards, the `SHARDS_PER_BATCH` fullest that no
+    other transaction holds are locked without waiting (SKIP LOCKED), so two batches in flight, or a
+    batch and a single redemption, take different shards and neither waits for the other."""
+    items = {
+        row.code: _Item(*row)
+        for row in await session.execute(
+            select(
+                CatalogueItem.id,
+                CatalogueItem.code,
+                CatalogueItem.points,
+                CatalogueItem.kind,
+                CatalogueItem.merchant_id,
+                CatalogueItem.voucher_valid_days,
+            ).where(among(session, CatalogueItem.code, codes), CatalogueItem.active.is_(True))
+        )
+    }
+    flagged = set(
+        (await session.execute(select(MemberFlag.member_id).where(among(session, MemberFlag.member_id, members))))
+        .scalars()
+        .all()
     )
-    return {item.code: item for item in rows.scalars()}
-
-
-async def _lock_accounts(session: AsyncSession, members: list[int]) -> dict[int, int]:
-    rows = await session.execute(
+    accounts = await session.execute(
         select(PointsAccount.member_id, PointsAccount.valid)
         .where(among(session, PointsAccount.member_id, members))
         .order_by(PointsAccount.member_id)
         .with_for_update()
     )
-    return {member_id: valid for member_id, valid in rows}
-
-
-async def _lock_stock(session: AsyncSession, item_ids: list[int]) -> dict[int, dict[int, int]]:
-    """For each item of the batch, the `SHARDS_PER_BATCH` fullest shards that no other transaction holds,
-    locked without waiting (SKIP LOCKED): two batches in flight, or a batch and a single redemption,
-    take different shards and neither waits for the other. item -> shard -> stock."""
-    stock: dict[int, dict[int, int]] = defaultdict(dict)
-    for item_id in item_ids:
-        rows = await session.execute(
+    valid = {member_id: points for member_id, points in accounts}
+    stock: dict[int, dict[int, int]] = {}
+    for item_id in sorted(item.id for item in items.values()):
+        shards = await session.execute(
             select(CatalogueStock.shard, CatalogueStock.stock)
             .where(CatalogueStock.item_id == item_id, CatalogueStock.stock > 0)
             .order_by(CatalogueStock.stock.desc(), CatalogueStock.shard)
             .limit(SHARDS_PER_BATCH)
             .with_for_update(skip_locked=True)
         )
-        stock[item_id] = {shard: left for shard, left in rows}
-    return stock
+        stock[item_id] = {shard: left for shard, left in shards}
+    return _Snapshot(items, flagged, valid, stock)
+
+
+# PostgreSQL: the same reads in two statements, the accounts' with the flags, the items' with their
+# shards. The first goes through the session (it opens the transaction), the second straight to asyncpg:
+# SQLAlchemy's statement handling was ~1 ms of CPU each, a third of a 50-request batch's reads.
+_PG_ACCOUNTS = """SELECT a.member_id, a.valid,
+    EXISTS (SELECT 1 FROM loyalty_member_flags AS f WHERE f.member_id = a.member_id)
+FROM points_accounts AS a WHERE a.member_id = ANY($1::int[]) ORDER BY a.member_id FOR UPDATE OF a"""
+_PG_ITEMS_AND_STOCK = """SELECT i.id, i.code, i.points, i.kind, i.merchant_id, i.voucher_valid_days, s.shard, s.stock
+FROM loyalty_catalogue_items AS i
+LEFT JOIN LATERAL (SELECT c.shard, c.stock FROM loyalty_catalogue_stock AS c
+    WHERE c.item_id = i.id AND c.stock > 0 ORDER BY c.stock DESC, c.shard LIMIT $2
+    FOR UPDATE SKIP LOCKED) AS s ON true
+WHERE i.code = ANY($1::text[]) AND i.active"""
+
+
+async def _read_pg(session: AsyncSession, members: list[int], codes: list[str]) -> _Snapshot:
+    connection = await session.connection()
+    accounts = await connection.exec_driver_sql(_PG_ACCOUNTS, (members,))
+    valid: dict[int, int] = {}
+    flagged: set[int] = set()
+    for member_id, points, is_flagged in cast(list[tuple[int, int, bool]], accounts.all()):
+        valid[member_id] = points
+        if is_flagged:
+            flagged.add(member_id)
+    driver = await driver_connection(session)
+    items: dict[str, _Item] = {}
+    stock: dict[int, dict[int, int]] = {}
+    for record in await driver.fetch(_PG_ITEMS_AND_STOCK, codes, SHARDS_PER_BATCH):
+        item = items.setdefault(record[1], _Item(*record[:6]))
+        shards = stock.setdefault(item.id, {})
+        if record[6] is not None:
+            shards[record[6]] = record[7]
+    return _Snapshot(items, flagged, valid, stock)
 
 
 def _take(shards: dict[int, int], quantity: int) -> list[int]:
@@ -291,15 +353,26 @@ def _take(shards: dict[int, int], quantity: int) -> list[int]:
     return taken
 
 
+_PG_LOTS = """SELECT member_id, id, remaining FROM points_lots
+WHERE member_id = ANY($1::int[]) AND state = 'valid' AND remaining > 0
+ORDER BY member_id, expires_at IS NULL, expires_at, id"""
+
+
 async def _allocate(session: AsyncSession, bookings: list[_Booking]) -> None:
     """Each booking's lots, nearest expiry first (lots without expiry last, then oldest), as ledger.spend."""
     members = sorted({b.request.member_id for b in bookings})
     lots: dict[int, list[list[int]]] = defaultdict(list)  # member -> [lot id, remaining]
-    rows = await session.execute(
-        select(PointsLot.member_id, PointsLot.id, PointsLot.remaining)
-        .where(among(session, PointsLot.member_id, members), PointsLot.state == LotState.VALID, PointsLot.remaining > 0)
-        .order_by(PointsLot.member_id, PointsLot.expires_at.is_(None), PointsLot.expires_at, PointsLot.id)
-    )
+    rows: Any
+    if session.get_bind().dialect.name == "postgresql":
+        rows = await (await driver_connection(session)).fetch(_PG_LOTS, members)
+    else:
+        rows = await session.execute(
+            select(PointsLot.member_id, PointsLot.id, PointsLot.remaining)
+            .where(
+                among(session, PointsLot.member_id, members), PointsLot.state == LotState.VALID, PointsLot.remaining > 0
+            )
+            .order_by(PointsLot.member_id, PointsLot.expires_at.is_(None), PointsLot.expires_at, PointsLot.id)
+        )
     for member_id, lot_id, remaining in rows:
         lots[member_id].append([lot_id, remaining])
     for booking in bookings:
@@ -522,7 +595,7 @@ async def _write_pg(
     stock_rows: list[tuple[int, int, int]],
     now: dt.datetime,
 ) -> None:
-    driver = await _copy_connection(session)
+    driver = await driver_connection(session)
     ids = await driver.fetch(_PG_IDS, len(bookings))
     rows.redemption_ids = [record[0] for record in ids]
     rows.entry_ids = [record[1] for record in ids]

@@ -35,7 +35,9 @@ def check_symbol(body: str) -> str:
 
 def new_code() -> str:
     """A fresh normalised code (13 symbols, no separators)."""
-    body = "".join(secrets.choice(ALPHABET) for _ in range(BODY_LENGTH))
+    # One read of the OS's randomness per code, each byte's low five bits a symbol (uniform: 256 is a
+    # multiple of 32). secrets.choice per symbol read it 24 times a code: 17 % of a batched redemption.
+    body = "".join(ALPHABET[byte & 31] for byte in secrets.token_bytes(BODY_LENGTH))
     return body + check_symbol(body)
 
 
