@@ -14,6 +14,7 @@ from crm_core.settings import QueuePolicy, Settings
 from recordings.audio import file_digest, load_wav, peaks_of, transcode, wav_is_complete
 from recordings.jobs import backoff_seconds, retention_days
 from recordings.pci import pci_spans
+from recordings.processing import MAX_MISSING_FILE_WAIT_SECONDS, WAIT_FOR_FILE_SECONDS, missing_file_wait
 from recordings.storage import host_source_path, storage_relpath
 
 RATE = 8000
@@ -133,3 +134,18 @@ def test_retention_is_the_queues_own_or_the_site_default() -> None:
 def test_retries_back_off_exponentially_up_to_a_cap() -> None:
     assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert backoff_seconds(30) == 900
+
+
+def test_a_missing_file_is_looked_for_with_doubling_waits_until_the_grace_ends() -> None:
+    grace = 60.0
+    since_end, looks = 0.0, 0
+    while since_end < grace:  # what the worker does: look, defer by the wait, look again
+        wait = missing_file_wait(since_end, grace)
+        assert WAIT_FOR_FILE_SECONDS <= wait <= MAX_MISSING_FILE_WAIT_SECONDS
+        since_end += wait
+        looks += 1
+    assert looks <= 9  # every 2 s it was 30
+    assert since_end <= grace + WAIT_FOR_FILE_SECONDS  # the recording is marked missing soon after the grace
+    assert missing_file_wait(0.5, grace) == 2 * WAIT_FOR_FILE_SECONDS  # a late file is still looked for soon
+    assert missing_file_wait(40.0, grace) == MAX_MISSING_FILE_WAIT_SECONDS
+    assert missing_file_wait(59.5, grace) == 0.5 + WAIT_FOR_FILE_SECONDS
