@@ -83,7 +83,7 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
         # server process's cached plans (foreign-key checks included) are warm. First in, first out
         # cycled every checkout through the whole pool: after a burst had opened 50 connections, or
         # after an ANALYZE, each statement was planned afresh on a cold backend (redemption bench:
-        # batches of 50 took 23 ms instead of 16). Idle connections at the bottom expire by recycle.
+        # batches of 50 took ~23 ms instead of ~17). Idle connections at the bottom expire by recycle.
         kwargs["pool_use_lifo"] = True
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
