@@ -48,12 +48,19 @@ class RecordingWorker:
         name: str | None = None,
         lease_seconds: float = 600.0,
         poll_seconds: float = 5.0,
+        gather_seconds: float = 0.25,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.name = name or default_worker_name()
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        # After a call ends, wait this long before claiming: the calls that end meanwhile are claimed
+        # in the same query. Claiming on every call end was the engine's most frequent statement under
+        # cti_load (1,688 claims in a 30 s run of 300 calls). A freed slot claims at once (a backlog
+        # is worked through without pauses).
+        self.gather_seconds = gather_seconds
+        self._slot_freed = False
         self.slots = settings.recordings_workers
         self.processed = 0
         self.failed = 0
@@ -126,12 +133,16 @@ class RecordingWorker:
                 if jobs and len(jobs) == free:
                     continue  # maybe more are due: fill the free slots before sleeping
             self._wake.clear()
+            self._slot_freed = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_seconds):
                     await self._wake.wait()
+                    if not self._slot_freed:
+                        await asyncio.sleep(self.gather_seconds)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._slot_freed = True
         self._wake.set()  # a slot is free
 
     async def _run_logged(self, job: ClaimedJob) -> None:
