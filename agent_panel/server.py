@@ -13,6 +13,7 @@ from agent_panel.app import create_app
 from crm_core.db import make_engine, make_sessionmaker
 from crm_core.settings import Settings
 from cti.engine import CtiEngine
+from cti.heap import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ async def serve(settings: Settings) -> None:
     db = make_engine(settings.database_url)
     engine = CtiEngine(settings, make_sessionmaker(db))
     runner = await start_panel(settings, engine)
+    settle_heap()  # started: what exists now lives as long as the server
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -138,8 +138,9 @@ class CtiEngine:
         bus.subscribe(self.queue_recording, (CallEnded,), name="recordings", overflow="block")
         bus.subscribe(self.surveys, (SurveyAnswered,), name="surveys", overflow="block")
         # CallOffered starts the caller read before any agent rings; answered or ended calls stop it.
+        # Inline: a ring pops inside publish, not behind the rest of the AMI read (see ScreenPopper._pop).
         bus.subscribe(
-            self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", maxsize=10_000
+            self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True
         )
 
     async def stop(self) -> None:

@@ -141,9 +141,9 @@ class ScreenPopper:
         self._reads: dict[str, _CallerRead] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, event: DomainEvent) -> None:
+    def __call__(self, event: DomainEvent) -> None:
         if isinstance(event, AgentRinging):
-            await self._pop(event)
+            self._pop(event)
         elif isinstance(event, CallOffered):
             self._start_read(event.linkedid, event.caller_number)
         elif isinstance(event, CallAnswered | CallEnded):
@@ -178,24 +178,43 @@ class ScreenPopper:
         read = read or self._read_for(event)
         return caller_view(principal, await read.record())
 
-    async def _pop(self, event: AgentRinging) -> None:
+    def _pop(self, event: AgentRinging) -> None:
+        """Pop at once when the agent's principal is cached and the caller read is there (the usual
+        case: no query, no wait, so the engine subscribes this inline, inside `publish`). Otherwise
+        the pop waits in a task of its own, so the other agents' pops behind it are not held up
+        (ringall rings many agents at once). The task keeps the read: the call may be answered (and
+        its read stopped) before it is done."""
         started = time.perf_counter()
-        principal = await self.crm.principal_for_endpoint(event.agent)  # cached: no query (see CrmGateway)
-        if principal is None:  # an endpoint with no CRM user: the number only
-            await self._publish_pop(event, None, None, started)
+        known, principal = self.crm.cached_principal(event.agent)
+        if known and principal is None:  # an endpoint with no CRM user: the number only
+            self._publish(event, None, [], None, started, partial=False)
             return
         read = self._read_for(event)
-        if read.latest is not None:
-            await self._publish_pop(event, principal, read, started)  # the read is there: no wait
+        if principal is not None and read.latest is not None:
+            candidates, member = caller_view(principal, read.latest)
+            self._publish(event, principal, candidates, member, started, partial=False)
             return
-        # The caller read is still under way: the pop waits for it in its own task, so the other
-        # agents' pops queued behind this one are not held up (ringall rings many agents at once).
-        # The task keeps this read: the call may be answered (and its read stopped) before it is done.
         task = asyncio.get_running_loop().create_task(
-            self._publish_pop_later(event, principal, read, started), name=f"screen-pop:{event.linkedid}:{event.agent}"
+            self._pop_later(event, principal, read, started), name=f"screen-pop:{event.linkedid}:{event.agent}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _pop_later(
+        self, event: AgentRinging, principal: Principal | None, read: _CallerRead, started: float
+    ) -> None:
+        try:
+            if principal is None:
+                principal = await self.crm.principal_for_endpoint(event.agent)
+            if principal is None:
+                self._publish(event, None, [], None, started, partial=False)
+                return
+            await self._publish_early_pop(event, principal, read, started)
+            candidates, member = await self.caller_view(principal, event, read)
+            self._publish(event, principal, candidates, member, started, partial=False)
+        except Exception:
+            self.failed += 1
+            log.exception("screen pop failed: call=%s agent=%s", event.linkedid, event.agent)
 
     async def _publish_early_pop(
         self, event: AgentRinging, principal: Principal, read: _CallerRead, started: float
@@ -206,26 +225,6 @@ class ScreenPopper:
             return  # the full pop is as quick, or no 360 will come (unknown caller, pick-list)
         views = [candidate_view(principal, c) for c in candidates]
         self._publish(event, principal, views, None, started, partial=True)
-
-    async def _publish_pop_later(
-        self, event: AgentRinging, principal: Principal, read: _CallerRead, started: float
-    ) -> None:
-        try:
-            await self._publish_early_pop(event, principal, read, started)
-            await self._publish_pop(event, principal, read, started)
-        except Exception:
-            self.failed += 1
-            log.exception("screen pop failed: call=%s agent=%s", event.linkedid, event.agent)
-
-    async def _publish_pop(
-        self, event: AgentRinging, principal: Principal | None, read: _CallerRead | None, started: float
-    ) -> None:
-        candidates: list[dict[str, Any]] = []
-        member: dict[str, Any] | None = None
-        # An endpoint with no CRM user (a test phone, a misconfigured seat) pops the number only.
-        if principal is not None:
-            candidates, member = await self.caller_view(principal, event, read)
-        self._publish(event, principal, candidates, member, started, partial=False)
 
     def _publish(
         self,

@@ -98,6 +98,7 @@ from cti.calls.events import (
 )
 from cti.calls.progress import CallProgress
 from cti.engine import CtiEngine
+from cti.heap import settle_heap
 from cti.screenpop import ScreenPop
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -377,6 +378,11 @@ def self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# The last set of socket inodes and the ports found for it: the kernel walks its whole connection
+# table to print /proc/self/net/tcp (~9 ms here), and the sockets rarely change between samples.
+_ports_of_sockets: list[Any] = [None, set()]
+
+
 def _own_pg_ports(pg_port: int = 5432) -> set[int]:
     """Local ports of this process's TCP connections to PostgreSQL."""
     inodes = set()
@@ -385,6 +391,8 @@ def _own_pg_ports(pg_port: int = 5432) -> set[int]:
             link = os.readlink(f"/proc/self/fd/{fd}")
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
+    if inodes == _ports_of_sockets[0]:
+        return _ports_of_sockets[1]
     ports = set()
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -393,26 +401,43 @@ def _own_pg_ports(pg_port: int = 5432) -> set[int]:
                 local, remote, inode = parts[1], parts[2], parts[9]
                 if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == pg_port:
                     ports.add(int(local.rsplit(":", 1)[1], 16))
+    _ports_of_sockets[:] = [inodes, ports]
     return ports
+
+
+# Backend pid of each client port seen: a full scan of /proc costs ~20 ms, which cti_load's sampler
+# would spend on the engine's event loop every 5 s; the pool's connections rarely change.
+_backend_of_port: dict[int, int] = {}
+
+
+def _still_serves(port: int) -> bool:
+    """The backend remembered for ``port`` is alive and still serves it (ports are reused)."""
+    pid = _backend_of_port.get(port)
+    try:
+        return pid is not None and f"({port})".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def pg_backends_cpu() -> dict[int, float]:
     """CPU seconds of each PostgreSQL backend serving this process (matched by client port)."""
     ports = _own_pg_ports()
-    found: dict[int, float] = {}
     if not ports:
-        return found
-    marks = {f"({port})".encode(): port for port in ports}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"postgres: ") and any(mark in cmdline for mark in marks):
-            found[int(entry)] = proc_cpu_s(entry)
-    return found
+        return {}
+    unknown = {f"({port})".encode(): port for port in ports if not _still_serves(port)}
+    if unknown:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"postgres: "):
+                for mark, port in unknown.items():
+                    if mark in cmdline:
+                        _backend_of_port[port] = int(entry)
+    return {pid: proc_cpu_s(pid) for port in ports if (pid := _backend_of_port.get(port)) is not None}
 
 
 def pg_cpu_since(before: Mapping[int, float]) -> float:
@@ -455,7 +480,7 @@ SUBSCRIBERS: dict[str, Callable[[CtiEngine], Subscription]] = {
     ),
     "agents": lambda e: e.bus.subscribe(e.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block"),
     "screen-pop": lambda e: e.bus.subscribe(
-        e.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", maxsize=10_000
+        e.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True
     ),
 }
 
@@ -674,6 +699,7 @@ async def main() -> int:
         needed = per_replay * sum(p[2] for p in plan)
         numbers = [n for _, n in await caller_numbers(sessions, needed, args.unknown_share, args.seed)]
         common.log(f"{len(numbers):,} distinct caller numbers ({args.unknown_share:.0%} unknown), one per call")
+        settle_heap()  # as `cti serve` does once started
         next_replay = 1
         for index, (label, name, replays, subset) in enumerate(plan):
             parts = []

@@ -91,6 +91,7 @@ from crm_core.settings import QueuePolicy, Settings
 from cti.ami.protocol import AmiMessage
 from cti.calls.events import AgentRinging, CallEnded, DomainEvent
 from cti.engine import CtiEngine
+from cti.heap import settle_heap
 from cti.screenpop import ScreenPop
 from tests.browser.chromium import CHROMIUM, launch
 from tests.browser.netns import free_port, isolated_network, unix_socket_url
@@ -480,6 +481,7 @@ async def measure(sb: Sandbox, address: str, args: Any, url: str, numbers: list[
         runner = await start_panel(settings, engine)
         stamps.watch_hub(runner.app[HUB])
         await engine.ami.wait_connected(20)
+        settle_heap()  # as `cti serve` does once started
         chromium = await launch(Path(tempfile.mkdtemp(prefix="bench-screen-pop-chromium-")))
         await chromium.context.add_init_script(script=BROWSER_PROBE)
         page = await chromium.context.new_page()

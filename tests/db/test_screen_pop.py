@@ -180,7 +180,7 @@ async def test_the_caller_is_read_once_when_queued_and_popped_per_agent_with_the
     bus = EventBus()
     popper = ScreenPopper(bus, crm)
     recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop")
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
     bus.subscribe(recorder, (ScreenPop,), name="recorder")
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
@@ -244,7 +244,7 @@ async def test_a_call_answered_while_its_read_is_under_way_pops_once_and_leaves_
     bus = EventBus()
     popper = ScreenPopper(bus, crm)
     recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop")
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True)
     bus.subscribe(recorder, (ScreenPop,), name="recorder")
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(ringing("agent1001", t0))  # a direct ring: no CallOffered before it
@@ -291,7 +291,7 @@ async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(sessions:
     bus = EventBus()
     popper = ScreenPopper(bus, crm)
     recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop")
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
     bus.subscribe(recorder, (ScreenPop,), name="recorder")
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
@@ -312,5 +312,65 @@ async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(sessions:
     await bus.close()
     (full,) = recorder.pops
     assert not full.partial and full.member is not None and full.member["profile"]["id"] == member_id
+    await popper.close()
+    await crm.close()
+
+
+async def test_a_ring_pops_inside_publish_when_the_read_and_the_principal_are_there(
+    sessions: Sessions, settings: Settings
+) -> None:
+    """The usual ring: the caller was read while queued, the agent's principal is cached. The pop is
+    published before `publish(AgentRinging)` returns, not after whatever else the loop has queued."""
+    member_id, _staff = await _team_member(sessions, settings)
+    await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
+    crm = CrmGateway(sessions)
+    assert await crm.warm_principals() == 1
+    bus = EventBus()
+    popper = ScreenPopper(bus, crm)
+    recorder = Recorder()
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
+    bus.subscribe(recorder, (ScreenPop,), name="recorder", inline=True)
+    t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
+    bus.publish(offered(t0))
+    for _ in range(100):
+        if popper._reads[offered(t0).linkedid].latest is not None:
+            break
+        await asyncio.sleep(0.02)
+    bus.publish(ringing("agent1001", t0 + 1))
+    assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]  # no await
+    assert not popper._tasks - {read.task for read in popper._reads.values()}  # no pop waited in a task
+    await bus.close()
+    await popper.close()
+    await crm.close()
+
+
+async def test_a_ring_for_an_agent_not_yet_cached_pops_after_loading_them(
+    sessions: Sessions, settings: Settings
+) -> None:
+    """A cold principal cache (the first ring after a restart, a new agent): the pop loads the
+    principal in a task, so it still comes, with the agent's permissions applied."""
+    member_id, _staff = await _team_member(sessions, settings)
+    agent = await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
+    crm = CrmGateway(sessions)  # nothing warmed
+    bus = EventBus()
+    popper = ScreenPopper(bus, crm)
+    recorder = Recorder()
+    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
+    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
+    bus.publish(offered(t0))
+    bus.publish(ringing("agent1001", t0 + 1))
+    bus.publish(ringing("phone-without-user", t0 + 1))
+    for _ in range(100):
+        if len(recorder.pops) == 2:
+            break
+        await asyncio.sleep(0.02)
+    await bus.close()
+    by_agent = {p.agent: p for p in recorder.pops}
+    assert by_agent["agent1001"].user_id == agent.user_id
+    assert by_agent["agent1001"].member is not None and by_agent["agent1001"].member["profile"]["id"] == member_id
+    assert by_agent["agent1001"].member["profile"]["id_number"] == "110***********123X"
+    assert by_agent["phone-without-user"].user_id is None and by_agent["phone-without-user"].member is None
+    assert popper.failed == 0
     await popper.close()
     await crm.close()

@@ -217,3 +217,58 @@ async def test_a_queue_must_be_bounded() -> None:
     with pytest.raises(ValueError, match="bounded"):
         bus.subscribe(lambda e: None, maxsize=0)
     await bus.close()
+
+
+async def test_an_inline_subscriber_runs_inside_publish_in_route_order_and_its_errors_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    def pop(event: DomainEvent) -> None:
+        if isinstance(event, CallOffered) and event.position == 2:
+            raise RuntimeError("broken pop")
+        seen.append(f"inline {event.linkedid}")
+        if isinstance(event, CallOffered):
+            bus.publish(agent_state(event.position))  # what it publishes reaches the others first
+
+    queued = Gate(opened=True)
+    inline = bus.subscribe(pop, (CallOffered,), name="pop", inline=True)
+    bus.subscribe(queued, (CallOffered, AgentStateChanged), name="queued")
+    with caplog.at_level(logging.ERROR, logger="cti.bus"):
+        bus.publish(offered(1))
+        assert seen == ["inline L1"]  # before publish returned, nothing awaited
+        bus.publish(offered(2))
+        bus.publish(agent_state(3))  # not its type
+    await bus.close()
+    assert [type(e).__name__ for e in queued.seen] == [
+        "AgentStateChanged",
+        "CallOffered",
+        "CallOffered",
+        "AgentStateChanged",
+    ]
+    stats = inline.stats
+    assert (stats.handled, stats.failed, stats.queued, stats.dropped) == (1, 1, 0, 0)
+    assert "subscriber pop failed" in caplog.text and "L2" in caplog.text
+    assert inline.done
+    bus2 = EventBus()
+    after_close = bus2.subscribe(pop, (CallOffered,), name="pop", inline=True)
+    await bus2.unsubscribe(after_close)
+    after_close.offer(offered(4))
+    assert seen == ["inline L1"]  # stopped: no more calls
+
+
+async def test_an_inline_subscriber_must_be_synchronous() -> None:
+    bus = EventBus()
+
+    async def handler(event: DomainEvent) -> None:
+        return None
+
+    class Handler:
+        async def __call__(self, event: DomainEvent) -> None:
+            return None
+
+    for wrong in (handler, Handler()):
+        with pytest.raises(ValueError, match="must be synchronous"):
+            bus.subscribe(wrong, inline=True)
+    await bus.close()
