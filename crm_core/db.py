@@ -137,6 +137,12 @@ def among(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnEl
 READ_ONLY_OPTION = "cti_read_only"
 
 
+def dialect_of(sessions: async_sessionmaker[AsyncSession]) -> str | None:
+    """The dialect name ("postgresql", "sqlite") of the engine `sessions` is bound to, if any."""
+    bind = sessions.kw.get("bind")
+    return None if bind is None else str(bind.dialect.name)
+
+
 @asynccontextmanager
 async def read_session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session for reads only (screen pops, lookups): on SQLite it does not take the write lock; on

@@ -10,17 +10,18 @@ in the queue, and show it to each ringing agent with that agent's permissions an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_core.calllog.models import Call
 from crm_core.comms.models import CommunicationRecord
 from crm_core.comms.service import record_fields
-from crm_core.db import utcnow
+from crm_core.db import read_session, utcnow
 from crm_core.loyalty import ledger, tiers
 from crm_core.loyalty.models import PointsAccount
 from crm_core.members.models import Address, Card, Member, MemberContact, Organisation
@@ -116,6 +117,38 @@ async def read_member_360(session: AsyncSession, member_id: int) -> Member360Rec
     return await _read(session, member, unit_path)
 
 
+async def read_member_360_in_lanes(
+    sessions: async_sessionmaker[AsyncSession], member_id: int, lanes: int = 3
+) -> Member360Record | None:
+    """`read_member_360`, its sections shared out over `lanes` read sessions side by side.
+
+    Why: on the ringing path the ten statements one after another each wait their turn on a busy
+    event loop; under cti_load (10 calls/s, one agent rung per call) the read took 9 ms at p50 and
+    37 ms at p99, and a ring that comes before it is done pops that much later. Three lanes cut
+    the turns from eleven to five, for three pooled connections a call instead of one. The sections
+    are not read in one snapshot: each is current when read, which is all a screen pop needs.
+    """
+    async with read_session(sessions) as session:
+        row = (await session.execute(_MEMBER_WITH_UNIT, {"member_id": member_id})).first()
+    if row is None:
+        return None
+    member, unit_path = row  # detached now: the sections read only its loaded columns
+    names = list(_SECTIONS)
+
+    async def lane(mine: list[str]) -> list[Any]:
+        async with read_session(sessions) as lane_session:
+            return [await _SECTIONS[name].read(lane_session, member) for name in mine]
+
+    shares = [share for share in (names[i::lanes] for i in range(lanes)) if share]
+    read = await asyncio.gather(*(lane(share) for share in shares))
+    sections = {
+        name: value
+        for share, values in zip(shares, read, strict=True)
+        for name, value in zip(share, values, strict=True)
+    }
+    return _record(member, unit_path, {name: sections[name] for name in names})
+
+
 def view_member_360(principal: Principal, record: Member360Record) -> dict[str, Any] | None:
     """What `member_360` returns for `principal`, from a record read earlier; None where `member_360`
     would raise MemberNotFound (outside the principal's data scope). Pure: no I/O."""
@@ -125,7 +158,12 @@ def view_member_360(principal: Principal, record: Member360Record) -> dict[str, 
 
 
 async def _read(session: AsyncSession, member: Member, unit_path: str | None) -> Member360Record:
-    sections = {name: await section.read(session, member) for name, section in _SECTIONS.items()}
+    return _record(
+        member, unit_path, {name: await section.read(session, member) for name, section in _SECTIONS.items()}
+    )
+
+
+def _record(member: Member, unit_path: str | None, sections: dict[str, Any]) -> Member360Record:
     return Member360Record(
         member_id=member.id,
         owner_user_id=member.owner_user_id,

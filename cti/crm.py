@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crm_core.db import read_session
-from crm_core.member360 import Member360Record, read_member_360, view_member_360
+from crm_core.db import dialect_of, read_session
+from crm_core.member360 import Member360Record, read_member_360, read_member_360_in_lanes, view_member_360
 from crm_core.members.lookup import Candidate, MatchKind, lookup_by_phone
 from crm_core.phones import normalise
 from crm_core.security.models import User
@@ -94,6 +94,7 @@ class CrmGateway:
         self._refreshing: asyncio.Task[None] | None = None
         self._lookups: OrderedDict[str, tuple[float, list[Candidate]]] = OrderedDict()
         self._pending_lookups: dict[str, asyncio.Future[list[Candidate]]] = {}
+        self._postgres = dialect_of(sessions) == "postgresql"
 
     def cached_principal(self, endpoint: str) -> tuple[bool, Principal | None]:
         """(True, the principal or None for an endpoint with no user) when the cache holds a fresh
@@ -239,7 +240,9 @@ class CrmGateway:
         candidates = await self.lookup(number)
         member_id = best_member(candidates) if len(candidates) != 1 else candidates[0].member_id
         record = None
-        if member_id is not None:
+        if member_id is not None and self._postgres:
+            record = await read_member_360_in_lanes(self.sessions, member_id)
+        elif member_id is not None:  # SQLite: side by side gains nothing on one file
             async with read_session(self.sessions) as session:
                 record = await read_member_360(session, member_id)
         return CallerRecord(tuple(candidates), record, time.monotonic())

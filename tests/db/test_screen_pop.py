@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_core.comms import service as comms
 from crm_core.comms.schemas import CommunicationIn
 from crm_core.db import read_session, transaction
-from crm_core.member360 import member_360
+from crm_core.member360 import member_360, read_member_360, read_member_360_in_lanes
 from crm_core.members import service as members
 from crm_core.members.errors import MemberNotFound
 from crm_core.members.models import Member, Organisation
@@ -374,3 +374,14 @@ async def test_a_ring_for_an_agent_not_yet_cached_pops_after_loading_them(
     assert popper.failed == 0
     await popper.close()
     await crm.close()
+
+
+async def test_the_360_read_in_lanes_is_the_360_read_in_one_session(sessions: Sessions, settings: Settings) -> None:
+    """The screen pop reads the sections side by side on PostgreSQL: the same record, whatever the lanes."""
+    member_id, _staff = await _team_member(sessions, settings)
+    async with read_session(sessions) as session:
+        expected = await read_member_360(session, member_id)
+    assert expected is not None and expected.sections["organisation"] and expected.sections["communications"]
+    for lanes in (1, 2, 3, 20):
+        assert await read_member_360_in_lanes(sessions, member_id, lanes) == expected
+    assert await read_member_360_in_lanes(sessions, member_id + 1000) is None
