@@ -75,6 +75,7 @@ class FlakySessions:
     def __init__(self, real: async_sessionmaker[AsyncSession], failures: int) -> None:
         self.real = real
         self.failures = failures
+        self.kw = real.kw  # what the sessions are bound to, as async_sessionmaker tells it
 
     def __call__(self) -> Any:
         if self.failures > 0:
