@@ -127,7 +127,8 @@ class ScreenPopper:
     """Bus subscriber: CallOffered starts the caller read, AgentRinging turns it into a ScreenPop for
     the agent, CallAnswered / CallEnded stop it. Keeps latency figures for the benchmarks.
 
-    Subscribe it to CallOffered, AgentRinging, CallAnswered and CallEnded (`CtiEngine.subscribe_all`).
+    Subscribe it to CallOffered, AgentRinging, CallAnswered and CallEnded, inline (`CtiEngine.subscribe_all`):
+    every handler is synchronous, and what must wait runs in tasks of its own.
     A ring with no read under way (a direct call, a transfer after the answer) starts one and waits for it.
     """
 
