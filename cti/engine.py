@@ -30,6 +30,7 @@ from cti.calls.events import (
     AgentStateChanged,
     CallAbandoned,
     CallAnswered,
+    CallArrived,
     CallEnded,
     CallMissed,
     CallOffered,
@@ -137,10 +138,14 @@ class CtiEngine:
         bus.subscribe(self.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block")
         bus.subscribe(self.queue_recording, (CallEnded,), name="recordings", overflow="block")
         bus.subscribe(self.surveys, (SurveyAnswered,), name="surveys", overflow="block")
-        # CallOffered starts the caller read before any agent rings; answered or ended calls stop it.
+        # CallArrived (or CallOffered) starts the caller read before any agent rings; answered or ended
+        # calls stop it.
         # Inline: a ring pops inside publish, not behind the rest of the AMI read (see ScreenPopper._pop).
         bus.subscribe(
-            self.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True
+            self.screen_pops,
+            (CallArrived, CallOffered, AgentRinging, CallAnswered, CallEnded),
+            name="screen-pop",
+            inline=True,
         )
 
     async def stop(self) -> None:

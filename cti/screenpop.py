@@ -1,13 +1,15 @@
 """Screen pop: when an agent's phone rings, publish what the panel shows about the caller.
 
-The caller is read from the CRM (lookup + the member's unmasked 360) as soon as the call enters a
-queue (CallOffered), before any agent rings; at AgentRinging only the agent's own permissions are
-applied to what was read (`cti.crm.caller_view`, no query), so the pop is ready within milliseconds
-of the ring. While the call waits, the read is renewed every `refresh_after` seconds (30 by
-default, the principal cache's ttl): a caller who waits long is not shown a 360 older than that, and
-a queue full of waiting calls costs one read per call per 30 s, not per ring. A ring whose read is
-still under way (it came within milliseconds of the offer, or the call never queued) waits for it
-in a task of its own, so the pops of other agents and calls behind it are not held up.
+The caller is read from the CRM (lookup + the member's unmasked 360) as soon as the call reaches a
+service line (CallArrived: the dialplan names the DNIS, before it answers and queues the call; or
+CallOffered, for a call that enters a queue otherwise), before any agent rings; at AgentRinging only
+the agent's own permissions are applied to what was read (`cti.crm.caller_view`, no query), so the
+pop is ready within milliseconds of the ring. While the call waits, the read is renewed every
+`refresh_after` seconds (30 by default, the principal cache's ttl): a caller who waits long is not
+shown a 360 older than that, and a queue full of waiting calls costs one read per call per 30 s, not
+per ring. A ring whose read is still under way (it came within milliseconds of the offer, or the
+call never queued) waits for it in a task of its own, so the pops of other agents and calls behind
+it are not held up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from crm_core.members.lookup import Candidate
 from crm_core.phones import mask_phone
 from crm_core.security.policy import Principal
 from cti.bus import EventBus
-from cti.calls.events import AgentRinging, CallAnswered, CallEnded, CallOffered, DomainEvent
+from cti.calls.events import AgentRinging, CallAnswered, CallArrived, CallEnded, CallOffered, DomainEvent
 from cti.crm import CallerRecord, CrmGateway, best_member, caller_view, candidate_view
 
 log = logging.getLogger(__name__)
@@ -124,11 +126,11 @@ class _CallerRead:
 
 
 class ScreenPopper:
-    """Bus subscriber: CallOffered starts the caller read, AgentRinging turns it into a ScreenPop for
+    """Bus subscriber: CallArrived or CallOffered starts the caller read, AgentRinging turns it into a ScreenPop for
     the agent, CallAnswered / CallEnded stop it. Keeps latency figures for the benchmarks.
 
-    Subscribe it to CallOffered, AgentRinging, CallAnswered and CallEnded, inline (`CtiEngine.subscribe_all`):
-    every handler is synchronous, and what must wait runs in tasks of its own.
+    Subscribe it to CallArrived, CallOffered, AgentRinging, CallAnswered and CallEnded, inline
+    (`CtiEngine.subscribe_all`): every handler is synchronous, what must wait runs in tasks of its own.
     A ring with no read under way (a direct call, a transfer after the answer) starts one and waits for it.
     """
 
@@ -145,8 +147,8 @@ class ScreenPopper:
     def __call__(self, event: DomainEvent) -> None:
         if isinstance(event, AgentRinging):
             self._pop(event)
-        elif isinstance(event, CallOffered):
-            self._start_read(event.linkedid, event.caller_number)
+        elif isinstance(event, CallArrived | CallOffered):
+            self._start_read(event.linkedid, event.caller_number)  # the same number: the read goes on
         elif isinstance(event, CallAnswered | CallEnded):
             self._stop_read(event.linkedid)
 

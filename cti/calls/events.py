@@ -123,6 +123,20 @@ class Transfer:
 
 # ----------------------------------------------------------------------------------------- calls
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CallArrived(DomainEvent):
+    """A caller reached a service line: the dialplan named the call's DNIS, before it answered the
+    call and queued it. The screen pop starts reading the caller here, since an idle agent rings
+    within a few ms of the queue join: whatever the dialplan does before Queue() (answer, recording,
+    a greeting: the fixtures' reference dialplan plays one, and its queue join came 0.78-0.81 s
+    after the line was named) is time the read gets ahead of the ring."""
+
+    linkedid: str
+    caller_number: str | None
+    caller_name: str | None
+    dnis: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CallOffered(DomainEvent):
     """A caller entered a queue (QueueCallerJoin): the wallboard counts a waiting call."""
 

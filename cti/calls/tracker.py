@@ -46,6 +46,7 @@ from cti.calls.events import (
     AgentVia,
     CallAbandoned,
     CallAnswered,
+    CallArrived,
     CallDirection,
     CallEnded,
     CallLeg,
@@ -1319,7 +1320,18 @@ class CallTracker:
             return
         call.variables[name] = value
         if name in ("CTI_DNIS", "CTI_DID") and value:
+            arrived = call.dnis is None
             call.dnis = value  # product dialplan: CTI_DNIS; the fixtures' reference dialplan: CTI_DID
+            if arrived:
+                out.append(
+                    CallArrived(
+                        at=now,
+                        linkedid=call.linkedid,
+                        caller_number=call.caller_number,
+                        caller_name=call.caller_name,
+                        dnis=value,
+                    )
+                )
         elif name == "CTI_OUTCOME":
             reason = _OUTCOME_VALUES.get(value)
             if reason is not None:

@@ -91,6 +91,7 @@ from cti.calls.events import (
     AgentStateChanged,
     CallAbandoned,
     CallAnswered,
+    CallArrived,
     CallEnded,
     CallMissed,
     CallOffered,
@@ -480,7 +481,10 @@ SUBSCRIBERS: dict[str, Callable[[CtiEngine], Subscription]] = {
     ),
     "agents": lambda e: e.bus.subscribe(e.agents, (AgentStateChanged, CallEnded), name="agents", overflow="block"),
     "screen-pop": lambda e: e.bus.subscribe(
-        e.screen_pops, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True
+        e.screen_pops,
+        (CallArrived, CallOffered, AgentRinging, CallAnswered, CallEnded),
+        name="screen-pop",
+        inline=True,
     ),
 }
 

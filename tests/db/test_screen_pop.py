@@ -21,7 +21,7 @@ from crm_core.security import service as security
 from crm_core.security.policy import SYSTEM, DataScope, Level, Principal, Role
 from crm_core.settings import Settings
 from cti.bus import EventBus
-from cti.calls.events import AgentRinging, CallAnswered, CallEnded, CallOffered, DomainEvent
+from cti.calls.events import AgentRinging, CallAnswered, CallArrived, CallEnded, CallOffered, DomainEvent
 from cti.crm import CallerRecord, CrmGateway, caller_view, candidate_view
 from cti.screenpop import ScreenPop, ScreenPopper
 from tests.db import factories
@@ -385,3 +385,41 @@ async def test_the_360_read_in_lanes_is_the_360_read_in_one_session(sessions: Se
     for lanes in (1, 2, 3, 20):
         assert await read_member_360_in_lanes(sessions, member_id, lanes) == expected
     assert await read_member_360_in_lanes(sessions, member_id + 1000) is None
+
+
+async def test_the_read_starts_when_the_call_reaches_the_line_and_the_queue_join_does_not_repeat_it(
+    sessions: Sessions, settings: Settings
+) -> None:
+    """A SIP caller is answered, recorded and queued ~0.8 s after the dialplan names the line: the read
+    is done by the time an idle agent rings, a few ms after the queue join."""
+    member_id, _staff = await _team_member(sessions, settings)
+    await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
+    crm = CrmGateway(sessions)
+    await crm.warm_principals()
+    reads: list[str | None] = []
+    read_caller = crm.read_caller
+
+    async def counted(number: str | None) -> CallerRecord:
+        reads.append(number)
+        return await read_caller(number)
+
+    crm.read_caller = counted  # type: ignore[method-assign]
+    bus = EventBus()
+    popper = ScreenPopper(bus, crm)
+    recorder = Recorder()
+    bus.subscribe(popper, (CallArrived, CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
+    bus.subscribe(recorder, (ScreenPop,), name="recorder", inline=True)
+    t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
+    linkedid = offered(t0).linkedid
+    bus.publish(CallArrived(at=t0, linkedid=linkedid, caller_number=CALLER, caller_name=None, dnis="4008001234"))
+    for _ in range(100):
+        if popper._reads[linkedid].latest is not None:
+            break
+        await asyncio.sleep(0.02)
+    bus.publish(offered(t0 + 0.8))
+    bus.publish(ringing("agent1001", t0 + 0.81))
+    assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]
+    assert reads == [CALLER]  # one read, from the arrival
+    await bus.close()
+    await popper.close()
+    await crm.close()

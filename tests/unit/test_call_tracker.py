@@ -21,6 +21,7 @@ from cti.calls.events import (
     AgentStateChanged,
     CallAbandoned,
     CallAnswered,
+    CallArrived,
     CallEnded,
     CallOffered,
     CallTransferred,
@@ -199,7 +200,16 @@ def test_unknown_events_and_responses_are_ignored() -> None:
 # ----------------------------------------------------------------------------- per scenario
 def test_01_queue_call_answered_by_the_only_agent() -> None:
     _, events = replay(SHARED_CAPTURES / "01-inbound-queue-answered.ami")
-    offered, ringing, answered, summary = call_events(events)
+    arrived, offered, ringing, answered, summary = call_events(events)
+    # The caller is known as soon as the dialplan names the line, before the answer and the queue.
+    assert isinstance(arrived, CallArrived)
+    assert (arrived.linkedid, arrived.caller_number, arrived.caller_name, arrived.dnis) == (
+        "1795528219.0",
+        "13800138000",
+        "Customer",
+        "4008001234",
+    )
+    assert arrived.at <= offered.at
     assert isinstance(offered, CallOffered)
     assert (offered.linkedid, offered.caller_number, offered.caller_name) == ("1795528219.0", "13800138000", "Customer")
     assert (offered.dnis, offered.queue, offered.position) == ("4008001234", "support", 1)
@@ -233,7 +243,7 @@ def test_01_queue_call_answered_by_the_only_agent() -> None:
 
 def test_02_caller_abandons_while_the_agent_rings() -> None:
     _, events = replay(SHARED_CAPTURES / "02-inbound-queue-abandoned.ami")
-    assert [type(e) for e in call_events(events)] == [CallOffered, AgentRinging, CallAbandoned, CallEnded]
+    assert [type(e) for e in call_events(events)] == [CallArrived, CallOffered, AgentRinging, CallAbandoned, CallEnded]
     abandoned = of_type(events, CallAbandoned)[0]
     assert (abandoned.queue, abandoned.caller_number, abandoned.position) == ("support", "13800138000", 1)
     assert abandoned.wait_seconds == pytest.approx(4.0, abs=0.1)  # QueueCallerAbandon HoldTime: 4
@@ -271,7 +281,7 @@ def test_03_click_to_dial_is_outbound_with_our_variables() -> None:
 
 def test_04_recording_file_comes_from_the_channel_variables() -> None:
     _, events = replay(SHARED_CAPTURES / "04-inbound-mixmonitor.ami")
-    assert [type(e) for e in call_events(events)] == [CallOffered, AgentRinging, CallAnswered, CallEnded]
+    assert [type(e) for e in call_events(events)] == [CallArrived, CallOffered, AgentRinging, CallAnswered, CallEnded]
     summary = only_ended(events)
     assert summary.recording_file == "/opt/ast/spool/monitor/1795528258.9.wav"
     assert summary.linkedid == "1795528258.9"  # the file is named by the customer channel's Uniqueid
@@ -283,6 +293,7 @@ def test_05b_blind_transfer_keeps_the_call_and_adds_the_agent() -> None:
     _, events = replay(SHARED_CAPTURES / "05b-blind-transfer-ami.ami")
     shown = [(type(e).__name__, getattr(e, "agent", None)) for e in call_events(events)]
     assert shown == [
+        ("CallArrived", None),
         ("CallOffered", None),
         ("AgentRinging", "agent1002"),  # ringall: both agents ring, agent1001 answers
         ("AgentRinging", "agent1001"),
