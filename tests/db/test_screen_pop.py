@@ -390,8 +390,8 @@ async def test_the_360_read_in_lanes_is_the_360_read_in_one_session(sessions: Se
 async def test_the_read_starts_when_the_call_reaches_the_line_and_the_queue_join_does_not_repeat_it(
     sessions: Sessions, settings: Settings
 ) -> None:
-    """A SIP caller is answered, recorded and queued ~0.8 s after the dialplan names the line: the read
-    is done by the time an idle agent rings, a few ms after the queue join."""
+    """What the dialplan does before Queue() (answer, recording, a greeting: 0.8 s in the fixtures'
+    reference dialplan) lets the read finish before an idle agent rings, a few ms after the join."""
     member_id, _staff = await _team_member(sessions, settings)
     await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
     crm = CrmGateway(sessions)
