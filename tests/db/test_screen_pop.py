@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -132,6 +133,39 @@ class Recorder:
             (self.early if event.partial else self.pops).append(event)
 
 
+def wired(crm: CrmGateway, *, inline_recorder: bool = False) -> tuple[EventBus, ScreenPopper, Recorder]:
+    """A bus with the popper subscribed as the engine subscribes it, and a recorder of its pops."""
+    bus = EventBus()
+    popper = ScreenPopper(bus, crm)
+    recorder = Recorder()
+    bus.subscribe(
+        popper, (CallArrived, CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True
+    )
+    bus.subscribe(recorder, (ScreenPop,), name="recorder", inline=inline_recorder)
+    return bus, popper, recorder
+
+
+def counted_reads(crm: CrmGateway) -> list[str | None]:
+    """The numbers of `crm`'s caller reads, noted as each starts."""
+    reads: list[str | None] = []
+    read_caller = crm.read_caller
+
+    async def counted(number: str | None) -> CallerRecord:
+        reads.append(number)
+        return await read_caller(number)
+
+    crm.read_caller = counted  # type: ignore[method-assign]
+    return reads
+
+
+async def eventually(check: Callable[[], object]) -> None:
+    """Until `check()` is true, for up to 2 s (the assertions after it say what was expected)."""
+    for _ in range(100):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+
+
 def offered(at: float) -> CallOffered:
     return CallOffered(
         at=at,
@@ -168,30 +202,16 @@ async def test_the_caller_is_read_once_when_queued_and_popped_per_agent_with_the
     agent = await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
     await factories.principal(sessions, "sup320", Role.SUPERVISOR, org_unit="320", agent_endpoint="agent1002")
     crm = CrmGateway(sessions)
-    reads: list[str | None] = []
-    read_caller = crm.read_caller
-
-    async def counted(number: str | None) -> CallerRecord:
-        reads.append(number)
-        return await read_caller(number)
-
-    crm.read_caller = counted  # type: ignore[method-assign]
+    reads = counted_reads(crm)
     assert await crm.warm_principals() == 2
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    bus, popper, recorder = wired(crm)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
     await asyncio.sleep(0.2)  # the read happens while the call waits, before any agent rings
     assert reads == [CALLER]
     bus.publish(ringing("agent1001", t0 + 1))
     bus.publish(ringing("agent1002", t0 + 1))
-    for _ in range(100):
-        if len(recorder.pops) == 2:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(recorder.pops) == 2)
     await bus.close()
     assert reads == [CALLER]  # two agents rang: no second read
     by_agent = {p.agent: p for p in recorder.pops}
@@ -241,11 +261,7 @@ async def test_a_call_answered_while_its_read_is_under_way_pops_once_and_leaves_
         return await read_caller(number)
 
     crm.read_caller = slow  # type: ignore[method-assign]
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallAnswered, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    bus, popper, recorder = wired(crm)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(ringing("agent1001", t0))  # a direct ring: no CallOffered before it
     bus.publish(
@@ -261,10 +277,7 @@ async def test_a_call_answered_while_its_read_is_under_way_pops_once_and_leaves_
             first=True,
         )
     )
-    for _ in range(100):
-        if recorder.pops:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: recorder.pops)
     await bus.close()
     assert reads == [CALLER]  # the answer did not make the waiting pop read again
     assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]
@@ -288,27 +301,17 @@ async def test_a_ring_before_the_360_is_read_pops_who_is_calling_first(sessions:
 
     crm.read_caller = slow  # type: ignore[method-assign]
     await crm.warm_principals()
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    bus, popper, recorder = wired(crm)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
     bus.publish(ringing("agent1001", t0))
-    for _ in range(100):
-        if recorder.early:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: recorder.early)
     assert len(recorder.early) == 1 and recorder.pops == []
     early = recorder.early[0]
     assert early.partial and early.member is None
     assert [c["member_id"] for c in early.candidates] == [member_id]
     release.set()
-    for _ in range(100):
-        if recorder.pops:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: recorder.pops)
     await bus.close()
     (full,) = recorder.pops
     assert not full.partial and full.member is not None and full.member["profile"]["id"] == member_id
@@ -325,17 +328,10 @@ async def test_a_ring_pops_inside_publish_when_the_read_and_the_principal_are_th
     await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
     crm = CrmGateway(sessions)
     assert await crm.warm_principals() == 1
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder", inline=True)
+    bus, popper, recorder = wired(crm, inline_recorder=True)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
-    for _ in range(100):
-        if popper._reads[offered(t0).linkedid].latest is not None:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: popper._reads[offered(t0).linkedid].latest is not None)
     bus.publish(ringing("agent1001", t0 + 1))
     assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]  # no await
     assert not popper._tasks - {read.task for read in popper._reads.values()}  # no pop waited in a task
@@ -352,19 +348,12 @@ async def test_a_ring_for_an_agent_not_yet_cached_pops_after_loading_them(
     member_id, _staff = await _team_member(sessions, settings)
     agent = await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
     crm = CrmGateway(sessions)  # nothing warmed
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder")
+    bus, popper, recorder = wired(crm)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     bus.publish(offered(t0))
     bus.publish(ringing("agent1001", t0 + 1))
     bus.publish(ringing("phone-without-user", t0 + 1))
-    for _ in range(100):
-        if len(recorder.pops) == 2:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(recorder.pops) == 2)
     await bus.close()
     by_agent = {p.agent: p for p in recorder.pops}
     assert by_agent["agent1001"].user_id == agent.user_id
@@ -396,26 +385,12 @@ async def test_the_read_starts_when_the_call_reaches_the_line_and_the_queue_join
     await factories.principal(sessions, "agent1", Role.AGENT, agent_endpoint="agent1001")
     crm = CrmGateway(sessions)
     await crm.warm_principals()
-    reads: list[str | None] = []
-    read_caller = crm.read_caller
-
-    async def counted(number: str | None) -> CallerRecord:
-        reads.append(number)
-        return await read_caller(number)
-
-    crm.read_caller = counted  # type: ignore[method-assign]
-    bus = EventBus()
-    popper = ScreenPopper(bus, crm)
-    recorder = Recorder()
-    bus.subscribe(popper, (CallArrived, CallOffered, AgentRinging, CallEnded), name="screen-pop", inline=True)
-    bus.subscribe(recorder, (ScreenPop,), name="recorder", inline=True)
+    reads = counted_reads(crm)
+    bus, popper, recorder = wired(crm, inline_recorder=True)
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC).timestamp()
     linkedid = offered(t0).linkedid
     bus.publish(CallArrived(at=t0, linkedid=linkedid, caller_number=CALLER, caller_name=None, dnis="4008001234"))
-    for _ in range(100):
-        if popper._reads[linkedid].latest is not None:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: popper._reads[linkedid].latest is not None)
     bus.publish(offered(t0 + 0.8))
     bus.publish(ringing("agent1001", t0 + 0.81))
     assert [p.member["profile"]["id"] if p.member else None for p in recorder.pops] == [member_id]
