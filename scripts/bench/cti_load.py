@@ -186,7 +186,7 @@ class PopClock:
         # Where a pop's time goes, timed from outside: on the ringing path the principal cache's answer
         # and the agent's field policy applied to the caller read (`cti.crm.caller_view`, called by
         # the pop at once, or after waiting when the read or the principal was not there yet: those
-        # rings are counted); off it, the caller reads themselves (started at CallOffered).
+        # rings are counted); off it, the caller reads themselves (started at CallArrived or CallOffered).
         self.principal_s: list[float] = []
         self.pop_view_s: list[float] = []
         self.caller_read_s: list[float] = []
