@@ -4,7 +4,7 @@ seen in a screen pop.
 CPython's full collection walks every tracked object, and a started server holds some 145,000 of them
 (modules, SQLAlchemy's metadata and statement caches, the CRM caches) that never become garbage.
 Under cti_load (10 calls/s) each full collection held the loop for 70–140 ms, a screen pop caught
-behind one came that much late. Freezing what exists once the server has started takes those objects
+behind one came that much later. Freezing what exists once the server has started takes those objects
 out of every later collection; a larger young generation lets the many short-lived objects of event
 handling die before they are promoted, so full collections come rarer. Measured under the same load:
 full collections 6 → 3 and their longest 143 → 80 ms, loop lag max 109 → 69 ms.
