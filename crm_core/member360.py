@@ -110,11 +110,13 @@ async def member_360(session: AsyncSession, principal: Principal, member_id: int
 async def read_member_360(session: AsyncSession, member_id: int) -> Member360Record | None:
     """The member's 360 unmasked and unscoped (None if there is no such member), to be shown later to
     one or several principals with `view_member_360`. The same statements as `member_360`."""
+    row = await _member_with_unit(session, member_id)
+    return None if row is None else await _read(session, *row)
+
+
+async def _member_with_unit(session: AsyncSession, member_id: int) -> tuple[Member, str | None] | None:
     row = (await session.execute(_MEMBER_WITH_UNIT, {"member_id": member_id})).first()
-    if row is None:
-        return None
-    member, unit_path = row
-    return await _read(session, member, unit_path)
+    return None if row is None else (row[0], row[1])
 
 
 async def read_member_360_in_lanes(
@@ -129,7 +131,7 @@ async def read_member_360_in_lanes(
     are not read in one snapshot: each is current when read, which is all a screen pop needs.
     """
     async with read_session(sessions) as session:
-        row = (await session.execute(_MEMBER_WITH_UNIT, {"member_id": member_id})).first()
+        row = await _member_with_unit(session, member_id)
     if row is None:
         return None
     member, unit_path = row  # detached now: the sections read only its loaded columns

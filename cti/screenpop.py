@@ -174,13 +174,6 @@ class ScreenPopper:
             read = self._start_read(event.linkedid, event.caller_number)
         return read
 
-    async def caller_view(
-        self, principal: Principal, event: AgentRinging, read: _CallerRead | None = None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """The caller as `principal` may see them, from the call's read (waiting for it if under way)."""
-        read = read or self._read_for(event)
-        return caller_view(principal, await read.record())
-
     def _pop(self, event: AgentRinging) -> None:
         """Pop at once when the agent's principal is cached and the caller read is there (the usual
         case: no query, no wait, so the engine subscribes this inline, inside `publish`). Otherwise
@@ -213,7 +206,7 @@ class ScreenPopper:
                 self._publish(event, None, [], None, started, partial=False)
                 return
             await self._publish_early_pop(event, principal, read, started)
-            candidates, member = await self.caller_view(principal, event, read)
+            candidates, member = caller_view(principal, await read.record())
             self._publish(event, principal, candidates, member, started, partial=False)
         except Exception:
             self.failed += 1
